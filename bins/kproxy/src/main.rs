@@ -1,0 +1,5 @@
+//! kproxy, the node binary.
+
+mod config;
+
+fn main() {}
