@@ -1,5 +1,6 @@
 //! kproxy, the node binary.
 
 mod config;
+mod flags;
 
 fn main() {}

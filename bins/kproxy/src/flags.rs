@@ -1,0 +1,1 @@
+//! kube-proxy compatible command-line flags (placeholder).
