@@ -1,0 +1,357 @@
+//! Change tracking: Service and EndpointSlice events in, a consistent per-family state and
+//! the set of Services that changed since the last sync out.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::endpoints::{EndpointInfo, EndpointSlice, PortKey, merge_slices};
+use crate::service::{Service, ServicePortInfo};
+use crate::types::{IpFamily, Protocol, ServiceName};
+
+/// What one family's proxier knows about one Service after a commit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceState {
+    /// The Service's ports for this family, sorted by (port name, protocol). Empty when the
+    /// Service does not exist (any more), is not proxied, or has no cluster IP of this family.
+    pub ports: Vec<Arc<ServicePortInfo>>,
+    /// Endpoint lists by (port name, protocol), each sorted by endpoint string. Lists exist
+    /// for every port of the Service's EndpointSlices, matched by a Service port or not.
+    pub endpoints: BTreeMap<PortKey, Arc<[EndpointInfo]>>,
+}
+
+impl ServiceState {
+    /// The endpoints of one of this Service's ports (empty if none).
+    pub fn endpoints_of(&self, port: &ServicePortInfo) -> &[EndpointInfo] {
+        // A Service has few ports: a linear probe avoids building an owned key.
+        self.endpoints
+            .iter()
+            .find(|((name, proto), _)| *name == port.name.port && *proto == port.name.protocol)
+            .map(|(_, eps)| &eps[..])
+            .unwrap_or(&[])
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ports.is_empty() && self.endpoints.is_empty()
+    }
+}
+
+/// The committed state of one family's proxier: every Service and its endpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyState {
+    services: BTreeMap<ServiceName, ServiceState>,
+}
+
+impl ProxyState {
+    /// Every service port with its endpoints, ordered by (namespace, name, port name,
+    /// protocol).
+    pub fn service_ports(&self) -> impl Iterator<Item = (&Arc<ServicePortInfo>, &[EndpointInfo])> {
+        self.services
+            .values()
+            .flat_map(|s| s.ports.iter().map(move |p| (p, s.endpoints_of(p))))
+    }
+
+    /// Every Service that has ports or endpoints, in name order.
+    pub fn services(&self) -> impl Iterator<Item = (&ServiceName, &ServiceState)> {
+        self.services.iter()
+    }
+
+    /// One Service's state.
+    pub fn service(&self, name: &ServiceName) -> Option<&ServiceState> {
+        self.services.get(name)
+    }
+
+    /// The number of service ports.
+    pub fn service_port_count(&self) -> usize {
+        self.services.values().map(|s| s.ports.len()).sum()
+    }
+
+    /// Σ over service ports of the number of their endpoints, whatever their condition
+    /// (what decides upstream's large-cluster mode).
+    pub fn total_endpoints(&self) -> usize {
+        self.service_ports().map(|(_, eps)| eps.len()).sum()
+    }
+
+    /// For each Service with a health-check node port: that port (upstream
+    /// `HealthCheckNodePorts`).
+    pub fn health_check_node_ports(&self) -> BTreeMap<ServiceName, u16> {
+        self.services
+            .iter()
+            .filter_map(|(name, s)| {
+                s.ports
+                    .iter()
+                    .find(|p| p.health_check_node_port != 0)
+                    .map(|p| (name.clone(), p.health_check_node_port))
+            })
+            .collect()
+    }
+
+    /// For each Service with local ready endpoints: how many distinct local ready endpoint
+    /// IPs it has, over all its ports (upstream `LocalReadyEndpoints`; terminating endpoints
+    /// do not count, so a node whose local pods are all terminating fails its health check).
+    pub fn local_ready_endpoints(&self) -> BTreeMap<ServiceName, usize> {
+        self.services
+            .iter()
+            .filter_map(|(name, s)| {
+                let ips: BTreeSet<IpAddr> = s
+                    .endpoints
+                    .values()
+                    .flat_map(|eps| eps.iter())
+                    .filter(|e| e.is_local && e.ready)
+                    .map(|e| e.ip())
+                    .collect();
+                (!ips.is_empty()).then(|| (name.clone(), ips.len()))
+            })
+            .collect()
+    }
+}
+
+/// What changed in one [`ChangeTracker::commit`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Services whose proxied view changed: their ports, or their endpoints. A partial sync
+    /// rewrites exactly these Services' chains.
+    pub services: BTreeSet<ServiceName>,
+    /// The subset of `services` whose endpoints changed.
+    pub endpoints: BTreeSet<ServiceName>,
+    /// Services that had or have a UDP port and whose endpoints changed (upstream triggers
+    /// its UDP conntrack cleanup on these).
+    pub udp_endpoints: BTreeSet<ServiceName>,
+    /// `last-change-trigger-time` annotations of the EndpointSlice changes in this commit.
+    pub trigger_times: Vec<(ServiceName, SystemTime)>,
+}
+
+impl Changes {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+    }
+}
+
+/// Tracks Services and EndpointSlices for one IP family on one node (upstream's
+/// `ServiceChangeTracker` + `EndpointsChangeTracker`).
+///
+/// Feed it object events in any order; [`commit`](ChangeTracker::commit) then brings the
+/// [`ProxyState`] up to date and says which Services changed since the previous commit.
+/// The state after a commit depends only on the set of objects, never on event order.
+#[derive(Debug, Clone)]
+pub struct ChangeTracker {
+    family: IpFamily,
+    node_name: String,
+    services: HashMap<ServiceName, Service>,
+    slices: HashMap<(String, String), EndpointSlice>,
+    slices_by_service: HashMap<ServiceName, BTreeSet<String>>,
+    dirty: BTreeSet<ServiceName>,
+    trigger_times: Vec<(ServiceName, SystemTime)>,
+    state: ProxyState,
+}
+
+impl ChangeTracker {
+    /// A tracker for `family`'s proxier on node `node_name` (which decides which endpoints
+    /// are local).
+    pub fn new(family: IpFamily, node_name: impl Into<String>) -> ChangeTracker {
+        ChangeTracker {
+            family,
+            node_name: node_name.into(),
+            services: HashMap::new(),
+            slices: HashMap::new(),
+            slices_by_service: HashMap::new(),
+            dirty: BTreeSet::new(),
+            trigger_times: Vec::new(),
+            state: ProxyState::default(),
+        }
+    }
+
+    /// The family this tracker serves.
+    pub fn family(&self) -> IpFamily {
+        self.family
+    }
+
+    /// The node this tracker serves.
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    /// The state as of the last commit.
+    pub fn state(&self) -> &ProxyState {
+        &self.state
+    }
+
+    /// Whether events since the last commit may have changed the state.
+    pub fn has_pending(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// A Service was added or updated. Returns whether this family's view of it changed
+    /// (a sync is worth requesting).
+    pub fn update_service(&mut self, service: Service) -> bool {
+        let name = service.service_name();
+        let changed = match self.services.get(&name) {
+            Some(old) => {
+                old != &service
+                    && ServicePortInfo::from_service(old, self.family)
+                        != ServicePortInfo::from_service(&service, self.family)
+            }
+            None => !ServicePortInfo::from_service(&service, self.family).is_empty(),
+        };
+        self.services.insert(name.clone(), service);
+        if changed {
+            self.dirty.insert(name);
+        }
+        changed
+    }
+
+    /// A Service was deleted. Returns whether this family's view changed.
+    pub fn delete_service(&mut self, namespace: &str, name: &str) -> bool {
+        let name = ServiceName::new(namespace, name);
+        let changed = self
+            .services
+            .remove(&name)
+            .is_some_and(|old| !ServicePortInfo::from_service(&old, self.family).is_empty());
+        if changed {
+            self.dirty.insert(name);
+        }
+        changed
+    }
+
+    /// An EndpointSlice was added or updated. Returns whether this family's view changed.
+    pub fn update_endpoint_slice(&mut self, slice: EndpointSlice) -> bool {
+        let key = (slice.namespace.clone(), slice.name.clone());
+        let service = ServiceName::new(&slice.namespace, &slice.service_name);
+        if slice.address_family != self.family {
+            // A slice cannot change its address type, but be safe: forget a stored one.
+            return self.remove_slice(&key);
+        }
+        let mut changed = true;
+        if let Some(old) = self.slices.get(&key) {
+            let same_view = old.service_name == slice.service_name
+                && old.ports == slice.ports
+                && old.endpoints == slice.endpoints;
+            if same_view {
+                changed = false;
+            } else if old.service_name != slice.service_name {
+                // Moved to another Service: the old one changes too.
+                let old_service = ServiceName::new(&old.namespace, &old.service_name);
+                self.unindex(&old_service, &key.1);
+                self.dirty.insert(old_service);
+            }
+        }
+        if changed {
+            if let Some(t) = slice.trigger_time {
+                self.trigger_times.push((service.clone(), t));
+            }
+            self.slices_by_service
+                .entry(service.clone())
+                .or_default()
+                .insert(key.1.clone());
+            self.dirty.insert(service);
+        }
+        self.slices.insert(key, slice);
+        changed
+    }
+
+    /// An EndpointSlice was deleted. Returns whether this family's view changed.
+    pub fn delete_endpoint_slice(&mut self, namespace: &str, name: &str) -> bool {
+        self.remove_slice(&(namespace.to_owned(), name.to_owned()))
+    }
+
+    fn remove_slice(&mut self, key: &(String, String)) -> bool {
+        let Some(old) = self.slices.remove(key) else {
+            return false;
+        };
+        let service = ServiceName::new(&old.namespace, &old.service_name);
+        self.unindex(&service, &key.1);
+        self.dirty.insert(service);
+        true
+    }
+
+    fn unindex(&mut self, service: &ServiceName, slice_name: &str) {
+        if let Some(set) = self.slices_by_service.get_mut(service) {
+            set.remove(slice_name);
+            if set.is_empty() {
+                self.slices_by_service.remove(service);
+            }
+        }
+    }
+
+    /// Forgets everything: every Service and EndpointSlice is gone at the next commit.
+    /// Use before re-listing all objects (after a watch expired); objects that come back
+    /// unchanged do not count as changed.
+    pub fn clear_objects(&mut self) {
+        self.dirty.extend(self.services.keys().cloned());
+        self.dirty.extend(self.slices_by_service.keys().cloned());
+        self.services.clear();
+        self.slices.clear();
+        self.slices_by_service.clear();
+    }
+
+    /// Applies the events since the last commit to the state and returns what changed.
+    ///
+    /// The cost is proportional to the size of the Services that had events, not to the
+    /// size of the cluster.
+    pub fn commit(&mut self) -> Changes {
+        let mut changes = Changes {
+            trigger_times: std::mem::take(&mut self.trigger_times),
+            ..Changes::default()
+        };
+        for name in std::mem::take(&mut self.dirty) {
+            let new = self.compute(&name);
+            let old = self.state.services.remove(&name).unwrap_or_default();
+            let ports_changed = old.ports != new.ports;
+            let endpoints_changed = old.endpoints != new.endpoints;
+            if ports_changed || endpoints_changed {
+                changes.services.insert(name.clone());
+            }
+            if endpoints_changed {
+                let has_udp =
+                    |s: &ServiceState| s.ports.iter().any(|p| p.protocol() == Protocol::Udp);
+                if has_udp(&old) || has_udp(&new) {
+                    changes.udp_endpoints.insert(name.clone());
+                }
+                changes.endpoints.insert(name.clone());
+            }
+            // Keep the old allocations when nothing changed, so unchanged Services keep
+            // pointer-equal Arcs (cheap comparisons for caches downstream).
+            let keep = if ports_changed || endpoints_changed {
+                new
+            } else {
+                old
+            };
+            if !keep.is_empty() {
+                self.state.services.insert(name, keep);
+            }
+        }
+        changes
+            .trigger_times
+            .retain(|(s, _)| changes.endpoints.contains(s));
+        changes
+    }
+
+    fn compute(&self, name: &ServiceName) -> ServiceState {
+        let mut ports: Vec<Arc<ServicePortInfo>> = self
+            .services
+            .get(name)
+            .map(|svc| ServicePortInfo::from_service(svc, self.family))
+            .unwrap_or_default()
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        ports.sort_by(|a, b| (&a.name.port, a.name.protocol).cmp(&(&b.name.port, b.name.protocol)));
+        ports.dedup_by(|a, b| a.name == b.name);
+        let slices = self
+            .slices_by_service
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|slice_name| {
+                self.slices
+                    .get(&(name.namespace.clone(), slice_name.clone()))
+            });
+        let endpoints = merge_slices(slices, self.family, &self.node_name)
+            .into_iter()
+            .map(|(k, v)| (k, Arc::from(v)))
+            .collect();
+        ServiceState { ports, endpoints }
+    }
+}
