@@ -172,7 +172,7 @@ fn topology_mode(endpoints: &[EndpointInfo], node: &NodeTopology) -> TopologyMod
         any_ready = true;
         if ep.node_hints.is_empty() {
             all_node_hints = false;
-        } else if ep.node_hints.iter().any(|n| *n == node.name) {
+        } else if ep.node_hints.contains(&node.name) {
             for_node = true;
         }
         if ep.zone_hints.is_empty() {
@@ -196,7 +196,7 @@ fn topology_mode(endpoints: &[EndpointInfo], node: &NodeTopology) -> TopologyMod
 fn available_for_topology(ep: &EndpointInfo, mode: TopologyMode, node: &NodeTopology) -> bool {
     match mode {
         TopologyMode::None => true,
-        TopologyMode::PreferSameNode => ep.node_hints.iter().any(|n| *n == node.name),
+        TopologyMode::PreferSameNode => ep.node_hints.contains(&node.name),
         TopologyMode::PreferSameZone => node
             .zone
             .as_deref()
