@@ -20,6 +20,7 @@
 //! - [`categorize_endpoints`]: endpoint selection exactly as upstream (cluster and local
 //!   sets, the serving-terminating fallback, topology hints, `externalTrafficPolicy` and
 //!   `internalTrafficPolicy: Local`).
+//! - [`Node`]: the proxier's own Node (name, primary IPs, zone, pod CIDRs).
 //! - Health-check inputs: [`ProxyState::health_check_node_ports`] and
 //!   [`ProxyState::local_ready_endpoints`].
 //! - [`ip`]: address parsing as Kubernetes does it (IPv4 literals with leading zeros).
@@ -35,6 +36,7 @@
 //! - `endpoints`: [`EndpointSlice`] → [`EndpointInfo`] lists ([`merge_slices`])
 //! - `tracker`: [`ChangeTracker`], [`ProxyState`], [`Changes`]
 //! - `selection`: [`categorize_endpoints`], [`NodeTopology`]
+//! - `node`: [`Node`]
 //! - [`ip`]: sloppy IP/CIDR parsing
 //!
 //! # Example
@@ -80,12 +82,14 @@
 
 mod endpoints;
 pub mod ip;
+mod node;
 mod selection;
 mod service;
 mod tracker;
 mod types;
 
 pub use endpoints::{Endpoint, EndpointInfo, EndpointPort, EndpointSlice, PortKey, merge_slices};
+pub use node::Node;
 pub use selection::{EndpointSets, NodeTopology, TopologyMode, categorize_endpoints};
 pub use service::{LoadBalancerIngress, Service, ServicePort, ServicePortInfo};
 pub use tracker::{ChangeTracker, Changes, ProxyState, ServiceState};
