@@ -1,1 +1,15 @@
-//! (placeholder)
+//! kube-proxy's iptables mode: compiles kproxy's service model into exactly the
+//! `iptables-restore` input upstream kube-proxy writes.
+//!
+//! (Documentation in progress.)
+
+pub mod compile;
+pub mod config;
+pub mod names;
+pub mod restore;
+pub mod save;
+
+pub use compile::{Compiled, Compiler, SyncKind, SyncRequest, SyncStats};
+pub use config::{Config, LocalDetector, NodePortAddresses};
+pub use names::{ChainName, ServicePortChains};
+pub use restore::RestoreInput;

@@ -1,0 +1,263 @@
+//! Chain names, derived exactly as upstream kube-proxy derives them.
+//!
+//! `KUBE-SVC-`, `KUBE-SVL-`, `KUBE-EXT-` and `KUBE-FW-` chains of a service port share one
+//! 16-character suffix, `hash16(N + p)`; each endpoint chain `KUBE-SEP-` has
+//! `hash16(N + p + EP)`, where `N` is the service port name (`ns/name:port`, or `ns/name` for
+//! an unnamed port), `p` the lower-case protocol and `EP` the endpoint string (`ip:port`,
+//! `[ip]:port` for IPv6). `hash16(s)` is the first 16 characters of the RFC 4648 base32
+//! encoding of SHA-256(s). Names are therefore stable across runs, hosts and
+//! implementations, which is what lets kproxy adopt the rules kube-proxy left behind.
+
+use std::fmt;
+
+use kproxy_model::ServicePortName;
+use sha2::{Digest, Sha256};
+
+/// The longest chain name iptables accepts.
+pub const MAX_CHAIN_NAME_LEN: usize = 28;
+
+/// An iptables chain name, stored inline (no allocation).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChainName {
+    len: u8,
+    buf: [u8; MAX_CHAIN_NAME_LEN],
+}
+
+impl ChainName {
+    /// A chain name from a string; `None` if it is empty, longer than 28 bytes, or has
+    /// characters other than ASCII letters, digits, `-` and `_`.
+    pub fn new(name: &str) -> Option<ChainName> {
+        let ok = !name.is_empty()
+            && name.len() <= MAX_CHAIN_NAME_LEN
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ok.then(|| {
+            let mut buf = [0u8; MAX_CHAIN_NAME_LEN];
+            buf[..name.len()].copy_from_slice(name.as_bytes());
+            ChainName {
+                len: name.len() as u8,
+                buf,
+            }
+        })
+    }
+
+    fn from_parts(prefix: &str, suffix: &[u8; 16]) -> ChainName {
+        let mut buf = [0u8; MAX_CHAIN_NAME_LEN];
+        buf[..prefix.len()].copy_from_slice(prefix.as_bytes());
+        buf[prefix.len()..prefix.len() + 16].copy_from_slice(suffix);
+        ChainName {
+            len: (prefix.len() + 16) as u8,
+            buf,
+        }
+    }
+
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever stored.
+        std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for ChainName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for ChainName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for ChainName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// The per-service-port chains (`KUBE-SVC/SVL/EXT/FW-<hash>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServicePortChains {
+    /// `KUBE-SVC-…`: Cluster-policy dispatch.
+    pub cluster: ChainName,
+    /// `KUBE-SVL-…`: Local-policy dispatch.
+    pub local: ChainName,
+    /// `KUBE-EXT-…`: external destinations.
+    pub external: ChainName,
+    /// `KUBE-FW-…`: `loadBalancerSourceRanges` filter.
+    pub firewall: ChainName,
+}
+
+impl ServicePortChains {
+    /// The chains of `name`.
+    pub fn of(name: &ServicePortName) -> ServicePortChains {
+        let h = hash16(service_port_hasher(name));
+        ServicePortChains {
+            cluster: ChainName::from_parts("KUBE-SVC-", &h),
+            local: ChainName::from_parts("KUBE-SVL-", &h),
+            external: ChainName::from_parts("KUBE-EXT-", &h),
+            firewall: ChainName::from_parts("KUBE-FW-", &h),
+        }
+    }
+}
+
+/// `KUBE-SEP-…` of endpoint `endpoint` (`ip:port` / `[ip]:port`) of service port `name`.
+pub fn endpoint_chain(name: &ServicePortName, endpoint: &str) -> ChainName {
+    let mut h = service_port_hasher(name);
+    h.update(endpoint.as_bytes());
+    ChainName::from_parts("KUBE-SEP-", &hash16(h))
+}
+
+/// Whether `chain` is a per-service chain kube-proxy (and kproxy) own and may delete:
+/// `KUBE-SVC-`, `KUBE-SVL-`, `KUBE-EXT-`, `KUBE-FW-`, `KUBE-SEP-`.
+pub fn is_service_chain(chain: &str) -> bool {
+    [
+        "KUBE-SVC-",
+        "KUBE-SVL-",
+        "KUBE-EXT-",
+        "KUBE-FW-",
+        "KUBE-SEP-",
+    ]
+    .iter()
+    .any(|p| chain.starts_with(p))
+}
+
+fn service_port_hasher(name: &ServicePortName) -> Sha256 {
+    let mut h = Sha256::new();
+    h.update(name.service.namespace.as_bytes());
+    h.update(b"/");
+    h.update(name.service.name.as_bytes());
+    if !name.port.is_empty() {
+        h.update(b":");
+        h.update(name.port.as_bytes());
+    }
+    h.update(name.protocol.lower().as_bytes());
+    h
+}
+
+/// The first 16 base32 characters (80 bits = the first 10 digest bytes).
+fn hash16(h: Sha256) -> [u8; 16] {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let digest = h.finalize();
+    let mut bits = 0u128;
+    for &b in &digest[..10] {
+        bits = (bits << 8) | u128::from(b);
+    }
+    let mut out = [0u8; 16];
+    for (i, c) in out.iter_mut().enumerate() {
+        *c = ALPHABET[((bits >> (75 - 5 * i)) & 31) as usize];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kproxy_model::Protocol;
+
+    fn spn(s: &str, proto: Protocol) -> ServicePortName {
+        let (ns, rest) = s.split_once('/').unwrap();
+        let (name, port) = rest.split_once(':').unwrap_or((rest, ""));
+        ServicePortName::new(ns, name, port, proto)
+    }
+
+    /// The spec's worked examples (§2.3), each observed in upstream tests or real clusters.
+    #[test]
+    fn worked_examples() {
+        use Protocol::*;
+        for (name, proto, endpoint, want) in [
+            ("ns1/svc1:p80", Tcp, None, "KUBE-SVC-XPGD46QRK7WJZT7O"),
+            ("ns2/svc2:p80", Tcp, None, "KUBE-SVC-GNZBNJ2PO5MGZ6GT"),
+            ("ns2/svc2:p8080", Tcp, None, "KUBE-SVC-2VJB64SDSIJUP5T6"),
+            ("ns4/svc4:p8082", Tcp, None, "KUBE-SVC-EBDQOQU5SJFXRIL3"),
+            ("ns1/svc1", Tcp, None, "KUBE-SVC-AQI2S6QIMU7PVVRP"),
+            (
+                "kube-system/kube-dns:dns",
+                Udp,
+                None,
+                "KUBE-SVC-TCOU7JCQXEZGVUNU",
+            ),
+            (
+                "kube-system/kube-dns:dns-tcp",
+                Tcp,
+                None,
+                "KUBE-SVC-ERIFXISQEP7F7OF4",
+            ),
+            (
+                "kube-system/kube-dns:metrics",
+                Tcp,
+                None,
+                "KUBE-SVC-JD5MR3NA4I4DYORP",
+            ),
+            (
+                "default/kubernetes:https",
+                Tcp,
+                None,
+                "KUBE-SVC-NPX46M4PTMTKRN6Y",
+            ),
+            ("ns1/svc1:p80", Udp, None, "KUBE-SVC-OJWW7NSBVZTDHXNW"),
+            ("ns1/svc1:p80", Sctp, None, "KUBE-SVC-GFCIFIA5VTFSTMSM"),
+            (
+                "ns1/svc1:p80",
+                Tcp,
+                Some("10.180.0.1:80"),
+                "KUBE-SEP-SXIVWICOYRO3J4NJ",
+            ),
+            (
+                "ns1/svc1:p80",
+                Tcp,
+                Some("10.0.0.0:80"),
+                "KUBE-SEP-DKGQUZGBKLTPAR56",
+            ),
+            (
+                "ns3/svc3:p8081",
+                Tcp,
+                Some("203.0.113.4:8081"),
+                "KUBE-SEP-RUVVH7YV3PHQBDOS",
+            ),
+            (
+                "ns4/svc4:p8082",
+                Tcp,
+                Some("10.4.0.1:8082"),
+                "KUBE-SEP-SU5STNODRYEWJAUF",
+            ),
+            (
+                "ns3/svc3:p80",
+                Tcp,
+                Some("10.0.3.2:80"),
+                "KUBE-SEP-DKCFIS26GWF2WLWC",
+            ),
+            (
+                "ns1/svc1:p80",
+                Tcp,
+                Some("[fd00:10:180::1]:80"),
+                "KUBE-SEP-OGYCNMB4EMRUSJ6N",
+            ),
+        ] {
+            let n = spn(name, proto);
+            let got = match endpoint {
+                Some(ep) => endpoint_chain(&n, ep),
+                None => ServicePortChains::of(&n).cluster,
+            };
+            assert_eq!(got.as_str(), want, "{name} {proto} {endpoint:?}");
+        }
+        let c = ServicePortChains::of(&spn("ns5/svc5:p80", Tcp));
+        assert_eq!(c.firewall.as_str(), "KUBE-FW-NUKIZ6OKUXPJNT4C");
+        assert_eq!(c.external.as_str(), "KUBE-EXT-NUKIZ6OKUXPJNT4C");
+        assert_eq!(c.local.as_str(), "KUBE-SVL-NUKIZ6OKUXPJNT4C");
+    }
+
+    #[test]
+    fn chain_name_validation() {
+        assert!(ChainName::new("KUBE-SERVICES").is_some());
+        assert!(ChainName::new("").is_none());
+        assert!(ChainName::new("A-NAME-THAT-IS-FAR-TOO-LONG-X").is_none());
+        assert!(ChainName::new("has space").is_none());
+        assert!(is_service_chain("KUBE-SEP-ABC"));
+        assert!(!is_service_chain("KUBE-SERVICES"));
+        assert!(!is_service_chain("KUBE-MARK-MASQ"));
+    }
+}
