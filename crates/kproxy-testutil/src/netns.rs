@@ -34,7 +34,7 @@ impl Netns {
             path: PathBuf::from("/run/netns").join(&name),
             name,
         };
-        ns.run(&["ip", "link", "set", "lo", "up"])?;
+        ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
 
@@ -64,6 +64,95 @@ impl Netns {
         let mut cmd = self.command(program);
         cmd.args(rest);
         run_checked(&mut cmd)
+    }
+
+    /// Runs `ip -n <name> args…`: an `ip(8)` command against this namespace, without the cost
+    /// of `ip netns exec` (no mount namespace, no `/sys` remount). Returns standard output.
+    pub fn ip(&self, args: &[&str]) -> io::Result<String> {
+        run_checked(Command::new("ip").args(["-n", &self.name]).args(args))
+    }
+
+    /// Runs several `ip(8)` commands against this namespace in one process (`ip -batch`).
+    ///
+    /// Each element of `commands` is one command line without the leading `ip`, e.g.
+    /// `"addr add 10.0.0.1/24 dev eth0"`. Stops at the first failing command and returns an
+    /// error naming it.
+    pub fn ip_batch<S: AsRef<str>>(&self, commands: &[S]) -> io::Result<()> {
+        let mut script = String::new();
+        for c in commands {
+            let c = c.as_ref();
+            if c.contains('\n') {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("ip batch command contains a newline: {c:?}"),
+                ));
+            }
+            script.push_str(c);
+            script.push('\n');
+        }
+        let out = self.run_ip_batch(&script)?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "ip -n {} -batch failed ({}): {}\nscript:\n{script}",
+                self.name,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    fn run_ip_batch(&self, script: &str) -> io::Result<Output> {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["-n", &self.name, "-batch", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        let input = script.as_bytes().to_vec();
+        let writer = std::thread::spawn(move || pipe.write_all(&input));
+        let output = child.wait_with_output()?;
+        writer
+            .join()
+            .map_err(|_| io::Error::other("stdin writer panicked"))??;
+        Ok(output)
+    }
+
+    /// Sets kernel parameters inside this namespace by writing `/proc/sys` from a thread that
+    /// entered it (no process is spawned).
+    ///
+    /// Keys are written as `sysctl(8)` does: dotted (`net.ipv4.ip_forward`) or as a path below
+    /// `/proc/sys` (`net/ipv4/conf/eth0.100/rp_filter`, for names that contain dots).
+    /// Only the `net.*` parameters are per namespace; setting anything else would change the
+    /// host, so other keys are refused.
+    pub fn sysctls(&self, settings: &[(&str, &str)]) -> io::Result<()> {
+        let mut jobs = Vec::with_capacity(settings.len());
+        for (key, value) in settings {
+            jobs.push((sysctl_path(key)?, value.to_string()));
+        }
+        self.enter(move || -> io::Result<()> {
+            for (path, value) in jobs {
+                std::fs::write(&path, value.as_bytes()).map_err(|e| {
+                    io::Error::new(e.kind(), format!("writing {}: {e}", path.display()))
+                })?;
+            }
+            Ok(())
+        })?
+    }
+
+    /// Sets one kernel parameter inside this namespace; see [`Netns::sysctls`].
+    pub fn sysctl(&self, key: &str, value: &str) -> io::Result<()> {
+        self.sysctls(&[(key, value)])
+    }
+
+    /// Reads one kernel parameter inside this namespace (trimmed); see [`Netns::sysctls`] for
+    /// the key syntax.
+    pub fn read_sysctl(&self, key: &str) -> io::Result<String> {
+        let path = sysctl_path(key)?;
+        self.enter(move || std::fs::read_to_string(&path))?
+            .map(|s| s.trim().to_owned())
     }
 
     /// Runs `args` inside the namespace, feeding `stdin`, and returns the whole [`Output`]
@@ -144,11 +233,34 @@ impl Drop for Netns {
 pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> io::Result<()> {
     // Create both ends inside `a` (names are per namespace, so they cannot clash with the
     // host's), then move one end over.
-    a.run(&["ip", "link", "add", a_if, "type", "veth", "peer", "name", b_if])?;
+    a.run(&[
+        "ip", "link", "add", a_if, "type", "veth", "peer", "name", b_if,
+    ])?;
     a.run(&["ip", "link", "set", b_if, "netns", b.name()])?;
     a.run(&["ip", "link", "set", a_if, "up"])?;
     b.run(&["ip", "link", "set", b_if, "up"])?;
     Ok(())
+}
+
+/// Maps a sysctl key to its `/proc/sys` path, refusing anything outside `net/` (only those are
+/// per network namespace).
+fn sysctl_path(key: &str) -> io::Result<PathBuf> {
+    let rel = if key.contains('/') {
+        key.to_owned()
+    } else {
+        key.replace('.', "/")
+    };
+    let ok = rel.starts_with("net/")
+        && !rel
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..");
+    if !ok {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing sysctl {key:?}: only net.* parameters are per namespace"),
+        ));
+    }
+    Ok(Path::new("/proc/sys").join(rel))
 }
 
 fn run_checked(cmd: &mut Command) -> io::Result<String> {

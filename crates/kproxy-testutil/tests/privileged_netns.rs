@@ -7,7 +7,11 @@ fn namespace_is_isolated_and_removed_on_drop() {
     let ns = Netns::new("iso").unwrap();
     let name = ns.name().to_owned();
     let links = ns.run(&["ip", "-o", "link"]).unwrap();
-    assert_eq!(links.lines().count(), 1, "a fresh namespace has only lo: {links}");
+    assert_eq!(
+        links.lines().count(),
+        1,
+        "a fresh namespace has only lo: {links}"
+    );
     assert!(links.contains("lo:"));
     drop(ns);
     let list = std::process::Command::new("ip")
@@ -22,8 +26,10 @@ fn veth_joins_two_namespaces_and_threads_enter_them() {
     let a = Netns::new("va").unwrap();
     let b = Netns::new("vb").unwrap();
     veth(&a, "to-b", &b, "to-a").unwrap();
-    a.run(&["ip", "addr", "add", "10.250.0.1/30", "dev", "to-b"]).unwrap();
-    b.run(&["ip", "addr", "add", "10.250.0.2/30", "dev", "to-a"]).unwrap();
+    a.run(&["ip", "addr", "add", "10.250.0.1/30", "dev", "to-b"])
+        .unwrap();
+    b.run(&["ip", "addr", "add", "10.250.0.2/30", "dev", "to-a"])
+        .unwrap();
     let listener = b
         .enter(|| std::net::TcpListener::bind("10.250.0.2:7000"))
         .unwrap()
