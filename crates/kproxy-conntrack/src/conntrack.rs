@@ -239,3 +239,162 @@ pub(crate) fn delete_request(flow: &Flow) -> Result<NetfilterMessage> {
         ConntrackMessage::Delete(attrs),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP};
+
+    use super::*;
+    use crate::flow::{Protocol, Tuple};
+    use crate::netlink::{decode_message, encode_request};
+
+    fn udp_flow() -> Flow {
+        Flow::new(
+            Protocol::Udp,
+            Tuple::new(
+                "10.0.0.5:40000".parse().unwrap(),
+                "10.96.0.10:53".parse().unwrap(),
+            ),
+            Tuple::new(
+                "10.244.1.7:5353".parse().unwrap(),
+                "10.0.0.5:40000".parse().unwrap(),
+            ),
+        )
+    }
+
+    /// Parses `bytes` back and emits the parsed message again: the same bytes must come out.
+    fn assert_round_trip(bytes: &[u8]) {
+        let parsed = decode_message(bytes).unwrap();
+        let mut again = vec![0; parsed.buffer_len()];
+        parsed.serialize(&mut again);
+        assert_eq!(again, bytes);
+    }
+
+    #[test]
+    fn golden_ipv4_delete_with_id() {
+        let flow = udp_flow().with_id(Some(0x0102_0304));
+        let bytes = encode_request(delete_request(&flow).unwrap(), NLM_F_ACK, 7);
+        #[rustfmt::skip]
+        let expected: &[u8] = &[
+            // nlmsghdr (host byte order)
+            80, 0, 0, 0,             // nlmsg_len = 80
+            0x02, 0x01,              // nlmsg_type = NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_DELETE
+            0x05, 0x00,              // nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK
+            7, 0, 0, 0,              // nlmsg_seq = 7
+            0, 0, 0, 0,              // nlmsg_pid = 0 (the kernel fills in the sender)
+            // nfgenmsg
+            2,                       // nfgen_family = AF_INET
+            0,                       // version = NFNETLINK_V0
+            0, 0,                    // res_id = 0 (be16)
+            // CTA_TUPLE_ORIG
+            52, 0, 0x01, 0x80,       // len 52, type 1 | NLA_F_NESTED
+              20, 0, 0x01, 0x80,     // CTA_TUPLE_IP: len 20, type 1 | NLA_F_NESTED
+                8, 0, 1, 0,          // CTA_IP_V4_SRC: len 8, type 1
+                10, 0, 0, 5,         //   10.0.0.5
+                8, 0, 2, 0,          // CTA_IP_V4_DST: len 8, type 2
+                10, 96, 0, 10,       //   10.96.0.10
+              28, 0, 0x02, 0x80,     // CTA_TUPLE_PROTO: len 28, type 2 | NLA_F_NESTED
+                5, 0, 1, 0,          // CTA_PROTO_NUM: len 5, type 1
+                17, 0, 0, 0,         //   17 (UDP) + 3 bytes padding
+                6, 0, 2, 0,          // CTA_PROTO_SRC_PORT: len 6, type 2
+                0x9c, 0x40, 0, 0,    //   40000 (be16) + 2 bytes padding
+                6, 0, 3, 0,          // CTA_PROTO_DST_PORT: len 6, type 3
+                0x00, 0x35, 0, 0,    //   53 (be16) + 2 bytes padding
+            // CTA_ID
+            8, 0, 12, 0,             // len 8, type 12
+            1, 2, 3, 4,              //   0x01020304 (be32)
+        ];
+        assert_eq!(bytes, expected);
+        assert_round_trip(&bytes);
+    }
+
+    #[test]
+    fn golden_ipv6_delete_in_a_zone() {
+        let flow = Flow::new(
+            Protocol::Tcp,
+            Tuple::new(
+                "[fd00::5]:40000".parse().unwrap(),
+                "[fd00:96::10]:443".parse().unwrap(),
+            ),
+            Tuple::new(
+                "[fd00:244::7]:8443".parse().unwrap(),
+                "[fd00::5]:40000".parse().unwrap(),
+            ),
+        )
+        .with_zone(7);
+        let bytes = encode_request(delete_request(&flow).unwrap(), NLM_F_ACK, 1);
+        #[rustfmt::skip]
+        let expected: &[u8] = &[
+            104, 0, 0, 0,            // nlmsg_len = 104
+            0x02, 0x01,              // CTNETLINK << 8 | IPCTNL_MSG_CT_DELETE
+            0x05, 0x00,              // NLM_F_REQUEST | NLM_F_ACK
+            1, 0, 0, 0,              // seq 1
+            0, 0, 0, 0,              // pid 0
+            10, 0, 0, 0,             // nfgenmsg: AF_INET6, v0, res_id 0
+            76, 0, 0x01, 0x80,       // CTA_TUPLE_ORIG, nested, len 76
+              44, 0, 0x01, 0x80,     // CTA_TUPLE_IP, nested, len 44
+                20, 0, 3, 0,         // CTA_IP_V6_SRC: len 20, type 3
+                0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5,       // fd00::5
+                20, 0, 4, 0,         // CTA_IP_V6_DST: len 20, type 4
+                0xfd, 0, 0, 0x96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, // fd00:96::10
+              28, 0, 0x02, 0x80,     // CTA_TUPLE_PROTO, nested, len 28
+                5, 0, 1, 0, 6, 0, 0, 0,            // CTA_PROTO_NUM = 6 (TCP) + padding
+                6, 0, 2, 0, 0x9c, 0x40, 0, 0,      // CTA_PROTO_SRC_PORT = 40000
+                6, 0, 3, 0, 0x01, 0xbb, 0, 0,      // CTA_PROTO_DST_PORT = 443
+            6, 0, 18, 0,             // CTA_ZONE: len 6, type 18
+            0, 7, 0, 0,              //   7 (be16) + 2 bytes padding
+        ];
+        assert_eq!(bytes, expected);
+        assert_round_trip(&bytes);
+    }
+
+    #[test]
+    fn golden_dump_requests() {
+        for (family, af) in [(Family::Ipv4, 2u8), (Family::Ipv6, 10u8)] {
+            let bytes = encode_request(dump_request(family), NLM_F_DUMP, 0x0a0b_0c0d);
+            #[rustfmt::skip]
+            let expected: &[u8] = &[
+                20, 0, 0, 0,             // nlmsg_len = 20: header and nfgenmsg, no attributes
+                0x01, 0x01,              // CTNETLINK << 8 | IPCTNL_MSG_CT_GET
+                0x01, 0x03,              // NLM_F_REQUEST | NLM_F_DUMP (NLM_F_ROOT | NLM_F_MATCH)
+                0x0d, 0x0c, 0x0b, 0x0a,  // seq
+                0, 0, 0, 0,              // pid
+                af, 0, 0, 0,             // nfgenmsg: family, v0, res_id 0
+            ];
+            assert_eq!(bytes, expected);
+            assert_round_trip(&bytes);
+        }
+    }
+
+    #[test]
+    fn only_port_based_protocols_can_be_deleted() {
+        let mut flow = udp_flow();
+        for (p, ok) in [
+            (1, false),
+            (6, true),
+            (17, true),
+            (33, true),
+            (47, false),
+            (58, false),
+            (132, true),
+            (136, true),
+        ] {
+            flow.protocol = Protocol::from_number(p);
+            let r = delete_request(&flow);
+            assert_eq!(r.is_ok(), ok, "protocol {p}");
+            if !ok {
+                assert!(matches!(r, Err(Error::UnsupportedProtocol { protocol }) if protocol == p));
+            }
+        }
+    }
+
+    #[test]
+    fn mixed_family_flows_are_refused() {
+        let mut flow = udp_flow();
+        flow.original.dst = "fd00::1".parse().unwrap();
+        assert!(matches!(
+            delete_request(&flow),
+            Err(Error::MixedFamilies { .. })
+        ));
+    }
+}

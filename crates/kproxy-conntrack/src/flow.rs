@@ -379,3 +379,142 @@ fn decode_tuple(parts: &[NlTuple], which: &'static str) -> Result<(Protocol, Tup
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A conntrack entry as the kernel sends it in a dump (IPv4, UDP, DNATed), with the
+    /// attributes the kernel adds that this crate ignores.
+    #[rustfmt::skip]
+    pub(crate) const KERNEL_UDP_ENTRY: &[u8] = &[
+        // nlmsghdr
+        172, 0, 0, 0,            // nlmsg_len = 172
+        0x00, 0x01,              // CTNETLINK << 8 | IPCTNL_MSG_CT_NEW (dump entries are "new")
+        0x02, 0x00,              // NLM_F_MULTIPART
+        9, 0, 0, 0,              // seq 9
+        0x39, 0x30, 0, 0,        // pid 12345
+        // nfgenmsg
+        2, 0, 0, 0,              // AF_INET, v0, res_id 0
+        // CTA_TUPLE_ORIG (nested, 52 bytes): 10.0.0.5:40000 -> 10.96.0.10:53
+        52, 0, 0x01, 0x80,
+          20, 0, 0x01, 0x80,     // CTA_TUPLE_IP
+            8, 0, 1, 0, 10, 0, 0, 5,       // CTA_IP_V4_SRC 10.0.0.5
+            8, 0, 2, 0, 10, 96, 0, 10,     // CTA_IP_V4_DST 10.96.0.10
+          28, 0, 0x02, 0x80,     // CTA_TUPLE_PROTO
+            5, 0, 1, 0, 17, 0, 0, 0,       // CTA_PROTO_NUM 17
+            6, 0, 2, 0, 0x9c, 0x40, 0, 0,  // CTA_PROTO_SRC_PORT 40000
+            6, 0, 3, 0, 0x00, 0x35, 0, 0,  // CTA_PROTO_DST_PORT 53
+        // CTA_TUPLE_REPLY (nested, 52 bytes): 10.244.1.7:5353 -> 10.0.0.5:40000
+        52, 0, 0x02, 0x80,
+          20, 0, 0x01, 0x80,
+            8, 0, 1, 0, 10, 244, 1, 7,     // CTA_IP_V4_SRC 10.244.1.7
+            8, 0, 2, 0, 10, 0, 0, 5,       // CTA_IP_V4_DST 10.0.0.5
+          28, 0, 0x02, 0x80,
+            5, 0, 1, 0, 17, 0, 0, 0,       // CTA_PROTO_NUM 17
+            6, 0, 2, 0, 0x14, 0xe9, 0, 0,  // CTA_PROTO_SRC_PORT 5353
+            6, 0, 3, 0, 0x9c, 0x40, 0, 0,  // CTA_PROTO_DST_PORT 40000
+        8, 0, 3, 0, 0, 0, 0x01, 0x88,      // CTA_STATUS: CONFIRMED | DST_NAT | DST_NAT_DONE
+        8, 0, 7, 0, 0, 0, 0, 30,           // CTA_TIMEOUT: 30 s
+        8, 0, 8, 0, 0, 0, 0, 0,            // CTA_MARK: 0
+        8, 0, 11, 0, 0, 0, 0, 1,           // CTA_USE: 1 (ignored)
+        8, 0, 12, 0, 0xde, 0xad, 0xbe, 0xef, // CTA_ID: 0xdeadbeef
+        6, 0, 18, 0, 0, 5, 0, 0,           // CTA_ZONE: 5 + 2 bytes padding
+    ];
+
+    fn expected_flow() -> Flow {
+        Flow::new(
+            Protocol::Udp,
+            Tuple::new(
+                "10.0.0.5:40000".parse().unwrap(),
+                "10.96.0.10:53".parse().unwrap(),
+            ),
+            Tuple::new(
+                "10.244.1.7:5353".parse().unwrap(),
+                "10.0.0.5:40000".parse().unwrap(),
+            ),
+        )
+        .with_id(Some(0xdead_beef))
+        .with_zone(5)
+    }
+
+    #[test]
+    fn golden_kernel_entry_decodes_and_re_emits_byte_for_byte() {
+        assert_eq!(KERNEL_UDP_ENTRY.len(), 172);
+        let flow = Flow::from_netlink(KERNEL_UDP_ENTRY).unwrap();
+        assert_eq!(flow, expected_flow());
+        assert_eq!(
+            flow.to_string(),
+            "udp 10.0.0.5:40000 -> 10.96.0.10:53 reply 10.244.1.7:5353 -> 10.0.0.5:40000 zone 5 id 3735928559"
+        );
+        let parsed = decode_message(KERNEL_UDP_ENTRY).unwrap();
+        let mut again = vec![0; parsed.buffer_len()];
+        parsed.serialize(&mut again);
+        assert_eq!(again, KERNEL_UDP_ENTRY);
+    }
+
+    #[test]
+    fn every_truncation_and_byte_flip_of_an_entry_is_handled_without_panic() {
+        for len in 0..KERNEL_UDP_ENTRY.len() {
+            let _ = Flow::from_netlink(&KERNEL_UDP_ENTRY[..len]);
+        }
+        let mut bytes = KERNEL_UDP_ENTRY.to_vec();
+        for i in 0..bytes.len() {
+            for v in [0u8, 1, 3, 4, 5, 0x7f, 0x80, 0xff] {
+                let old = bytes[i];
+                bytes[i] = v;
+                let _ = Flow::from_netlink(&bytes);
+                bytes[i] = old;
+            }
+        }
+    }
+
+    #[test]
+    fn missing_tuples_and_wrong_sizes_are_errors() {
+        // Header and nfgenmsg only.
+        let mut bare = KERNEL_UDP_ENTRY[..20].to_vec();
+        bare[0] = 20;
+        assert!(matches!(
+            Flow::from_netlink(&bare),
+            Err(Error::MissingAttribute {
+                attribute: "CTA_TUPLE_ORIG",
+                ..
+            })
+        ));
+        // CTA_ID of 3 bytes.
+        let mut short_id = KERNEL_UDP_ENTRY.to_vec();
+        let at = short_id.len() - 16;
+        assert_eq!(&short_id[at..at + 4], &[8, 0, 12, 0]);
+        short_id[at] = 7;
+        assert!(matches!(
+            Flow::from_netlink(&short_id),
+            Err(Error::Decode { .. })
+        ));
+        // A control message is not an entry.
+        let mut done = vec![20, 0, 0, 0, 3, 0, 2, 0, 9, 0, 0, 0, 0, 0, 0, 0];
+        done.extend_from_slice(&[0, 0, 0, 0]);
+        assert!(matches!(
+            Flow::from_netlink(&done),
+            Err(Error::Decode { .. })
+        ));
+    }
+
+    #[test]
+    fn protocols_compare_by_number() {
+        assert_eq!(Protocol::Other(17), Protocol::Udp);
+        assert_eq!(Protocol::from_number(132), Protocol::Sctp);
+        assert!(matches!(Protocol::from_number(6), Protocol::Tcp));
+        assert_eq!(Protocol::from_number(1), Protocol::Other(1));
+        assert_eq!(Protocol::Other(47).to_string(), "proto-47");
+        use std::collections::HashSet;
+        let set: HashSet<_> = [Protocol::Udp, Protocol::Other(17)].into();
+        assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn families() {
+        assert_eq!(Family::Ipv4.af(), 2);
+        assert_eq!(Family::Ipv6.af(), 10);
+        assert_eq!(expected_flow().family(), Family::Ipv4);
+    }
+}
