@@ -265,6 +265,8 @@ impl Server {
                 ready.extend(fds.iter().map(|f| f.any().unwrap_or(true)));
             }
             if ready[0] {
+                self.listeners.iter().for_each(sock::stop_listening);
+                self.udps.iter().for_each(sock::stop_receiving);
                 return;
             }
             for (i, l) in self.listeners.iter().enumerate() {

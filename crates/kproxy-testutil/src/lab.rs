@@ -169,8 +169,8 @@ impl Deref for Host {
 }
 
 /// A pod: its own namespace (through `Deref`) joined to its node by a veth, routed (no
-/// bridge). Dropping it deletes the namespace, which removes the veth and the node's route to
-/// it.
+/// bridge). Dropping it deletes the veth (and with it the node's routes to the pod) and the
+/// namespace.
 #[derive(Debug)]
 pub struct Pod {
     ns: Netns,
@@ -217,6 +217,14 @@ impl Pod {
     /// pod listens on.
     pub fn socks(&self, port: u16) -> [SocketAddr; 2] {
         [self.sock_v4(port), self.sock_v6(port)]
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        // Deleting the namespace frees the veth only when the kernel gets round to cleaning the
+        // namespace up; delete the pair now so the node's routes to the pod go at once.
+        let _ = self.ns.ip(&["link", "del", POD_IF]);
     }
 }
 
@@ -277,6 +285,28 @@ const COMMON_SYSCTLS: &[(&str, &str)] = &[
     ("net.ipv6.conf.default.accept_ra", "0"),
 ];
 
+/// No ICMP rate limits: a test that sends hundreds of probes to a rejected port must get a
+/// refusal every time, not a timeout once the kernel's per-destination budget runs out. Not
+/// every kernel has all of them; missing ones are skipped.
+const ICMP_SYSCTLS: &[(&str, &str)] = &[
+    ("net.ipv4.icmp_ratemask", "0"),
+    ("net.ipv4.icmp_ratelimit", "0"),
+    ("net.ipv6.icmp.ratemask", ""),
+    ("net.ipv6.icmp.ratelimit", "0"),
+];
+
+/// Applies [`COMMON_SYSCTLS`] and [`ICMP_SYSCTLS`], then `role`'s.
+fn configure(ns: &Netns, role: &[(&str, &str)]) -> io::Result<()> {
+    ns.sysctls(COMMON_SYSCTLS)?;
+    for &(key, value) in ICMP_SYSCTLS {
+        match ns.sysctl(key, value) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            other => other?,
+        }
+    }
+    ns.sysctls(role)
+}
+
 /// Settings for the two nodes: they route.
 const ROUTER_SYSCTLS: &[(&str, &str)] = &[
     ("net.ipv4.ip_forward", "1"),
@@ -306,14 +336,31 @@ impl Lab {
         let c = &config;
         let client_internet_v4 = nth_v4(c.internet_v4, CLIENT_HOST)?;
         let client_internet_v6 = nth_v6(c.internet_v6, CLIENT_HOST)?;
+        // Check the whole address plan before creating anything.
+        for host in [NODE_HOST, NODE2_HOST, CLIENT_HOST] {
+            nth_v4(c.lan_v4, host)?;
+            nth_v6(c.lan_v6, host)?;
+        }
+        for (v4, v6, pods) in [
+            (c.node_pods_v4, c.node_pods_v6, c.local_pods),
+            (c.node2_pods_v4, c.node2_pods_v6, c.remote_pods),
+        ] {
+            let last = FIRST_POD_HOST + u32::try_from(pods).unwrap_or(u32::MAX).saturating_sub(1);
+            for host in [GATEWAY_HOST, last] {
+                nth_v4(v4, host)?;
+                nth_v6(v6, host)?;
+            }
+        }
 
         // The node network: a bridge in a namespace of its own.
         let lan = Netns::new("lan")?;
-        lan.sysctls(COMMON_SYSCTLS)?;
-        lan.sysctls(&[
-            ("net.ipv6.conf.all.disable_ipv6", "1"),
-            ("net.ipv6.conf.default.disable_ipv6", "1"),
-        ])?;
+        configure(
+            &lan,
+            &[
+                ("net.ipv6.conf.all.disable_ipv6", "1"),
+                ("net.ipv6.conf.default.disable_ipv6", "1"),
+            ],
+        )?;
         // A bridge is plain L2 here: no iptables for bridged frames, should the kernel have
         // br_netfilter (then these exist).
         for key in [
@@ -391,8 +438,7 @@ impl Lab {
         let v4 = nth_v4(c.lan_v4, host)?;
         let v6 = nth_v6(c.lan_v6, host)?;
         let ns = Netns::new(tag)?;
-        ns.sysctls(COMMON_SYSCTLS)?;
-        ns.sysctls(if router { ROUTER_SYSCTLS } else { HOST_SYSCTLS })?;
+        configure(&ns, if router { ROUTER_SYSCTLS } else { HOST_SYSCTLS })?;
         ns.ip_batch(&[
             format!(
                 "link add {LAN_IF} type veth peer name {port} netns {}",
@@ -435,8 +481,7 @@ impl Lab {
         let gw6 = POD_GATEWAY_V6;
         let host_if = format!("vpod{index}");
         let ns = Netns::new(&format!("{tag}{index}"))?;
-        ns.sysctls(COMMON_SYSCTLS)?;
-        ns.sysctls(HOST_SYSCTLS)?;
+        configure(&ns, HOST_SYSCTLS)?;
         node.ip_batch(&[
             format!(
                 "link add {host_if} type veth peer name {POD_IF} netns {}",

@@ -133,7 +133,12 @@ impl Netns {
             jobs.push((sysctl_path(key)?, value.to_string()));
         }
         self.enter(move || -> io::Result<()> {
-            for (path, value) in jobs {
+            for (path, mut value) in jobs {
+                // As `echo` writes it: an empty value (an empty bitmap, say) must still be a
+                // write, and the kernel takes the newline as the end of the value.
+                if !value.ends_with('\n') {
+                    value.push('\n');
+                }
                 std::fs::write(&path, value.as_bytes()).map_err(|e| {
                     io::Error::new(e.kind(), format!("writing {}: {e}", path.display()))
                 })?;

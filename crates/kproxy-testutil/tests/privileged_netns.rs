@@ -45,3 +45,45 @@ fn veth_joins_two_namespaces_and_threads_enter_them() {
     assert_eq!(seen, peer);
     assert_eq!(peer.ip().to_string(), "10.250.0.1");
 }
+
+#[test]
+fn sysctls_are_per_namespace_and_limited_to_net() {
+    let host_before = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let ns = Netns::new("sys").unwrap();
+    let other = Netns::new("sys2").unwrap();
+    ns.sysctls(&[
+        ("net.ipv4.ip_forward", "1"),
+        ("net/ipv4/conf/lo/rp_filter", "2"),
+    ])
+    .unwrap();
+    assert_eq!(ns.read_sysctl("net.ipv4.ip_forward").unwrap(), "1");
+    assert_eq!(ns.read_sysctl("net.ipv4.conf.lo.rp_filter").unwrap(), "2");
+    assert_eq!(other.read_sysctl("net.ipv4.ip_forward").unwrap(), "0");
+    // The host's value is untouched (only read here).
+    let host_after = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    assert_eq!(host_before, host_after);
+    for refused in ["kernel.hostname", "net/../kernel/hostname", "vm.swappiness"] {
+        let err = ns.sysctl(refused, "x").unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{refused}");
+    }
+    let err = ns.sysctl("net.ipv4.no_such_knob", "1").unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+}
+
+#[test]
+fn ip_and_ip_batch_run_against_the_namespace() {
+    let ns = Netns::new("ipb").unwrap();
+    ns.ip_batch(&[
+        "link add a0 type veth peer name a1",
+        "addr add 10.251.0.1/24 dev a0",
+        "link set a0 up",
+    ])
+    .unwrap();
+    let addrs = ns.ip(&["-br", "addr", "show", "a0"]).unwrap();
+    assert!(addrs.contains("10.251.0.1/24"), "{addrs}");
+    let err = ns
+        .ip_batch(&["link set a1 up", "link set nosuchdev up"])
+        .unwrap_err();
+    assert!(err.to_string().contains("nosuchdev"), "{err}");
+    assert!(ns.ip_batch(&["link set a0 up\nlink del a0"]).is_err());
+}
