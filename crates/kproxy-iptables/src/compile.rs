@@ -1,19 +1,34 @@
 //! The compiler: a [`ProxyState`] in, the `iptables-restore` input upstream kube-proxy would
 //! write out.
+//!
+//! # How it stays fast
+//!
+//! Every sync, full or partial, rewrites the top-level chains (`KUBE-SERVICES`,
+//! `KUBE-NODEPORTS`, the filter chains): O(service ports) lines. The compiler keeps each
+//! service port's rendered top-level rules, grouped into chunks of a few tens of kilobytes;
+//! a partial sync re-renders only the changed Services and the chunks they sit in, and the
+//! output shares the unchanged chunks without copying them. Totals (rule counts, active
+//! chains) are kept up to date the same way, so a partial sync costs O(change) plus handing
+//! over the chunk list. This fast path needs the exact changes since the compiler's last
+//! sync, which [`Changes`] from one [`ChangeTracker::commit`](kproxy_model::ChangeTracker)
+//! carry (by generation); with anything else the compiler walks the whole state, which is
+//! always correct.
 
-use std::collections::{BTreeSet, HashSet};
-use std::fmt::Write as _;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io::Write as _;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use kproxy_model::{
-    EndpointInfo, EndpointSets, IpFamily, NodeTopology, ProxyState, ServiceName, ServicePortInfo,
-    categorize_endpoints,
+    Changes, EndpointInfo, EndpointSets, IpFamily, NodeTopology, ProxyState, ServiceName,
+    ServicePortInfo, categorize_endpoints,
 };
 
 use crate::config::Config;
-use crate::names::{ChainName, ServicePortChains, endpoint_chain, is_service_chain};
+use crate::names::{ChainName, EndpointChains, ServicePortChains, is_service_chain};
 use crate::restore::RestoreInput;
 
 /// Whether a sync rewrites every chain or only those of changed Services.
@@ -32,9 +47,9 @@ pub enum SyncKind {
 pub struct SyncRequest<'a> {
     /// Full or partial.
     pub kind: SyncKind,
-    /// Services whose Service object or EndpointSlices changed since the last successful
-    /// sync ([`kproxy_model::Changes::services`]). Ignored by full syncs.
-    pub changed: &'a BTreeSet<ServiceName>,
+    /// What changed since this compiler's previous sync: the [`Changes`] of the commit that
+    /// produced `state`. A partial sync rewrites the chains of `changed.services`.
+    pub changed: &'a Changes,
     /// The nat table's existing chains (from `iptables-save -t nat`), when stale chains
     /// should be deleted this sync (see [`Compiler::stale_chain_cleanup_due`]); `None` skips
     /// the deletion.
@@ -65,6 +80,8 @@ pub struct SyncStats {
     pub no_local_endpoints_internal: usize,
     /// Service ports with endpoints elsewhere but none here, external traffic (DROP).
     pub no_local_endpoints_external: usize,
+    /// The compiler walked only the changed Services (the O(change) path).
+    pub incremental: bool,
 }
 
 /// The result of [`Compiler::compile`].
@@ -79,37 +96,118 @@ pub struct Compiled {
 /// Compiles service state into `iptables-restore` input, one family per compiler.
 ///
 /// The compiler is pure: it runs no process and reads nothing; the caller passes in what it
-/// needs from the host (configuration, interface addresses, existing chains). It keeps the
-/// text it rendered per service port between syncs, so a partial sync costs a copy of the
-/// top-level rules plus the rendering of what changed.
+/// needs from the host (configuration, interface addresses, existing chains).
 #[derive(Debug)]
 pub struct Compiler {
     config: Config,
     interface_addresses: Vec<IpAddr>,
     if_local: String,
     if_not_local: String,
-    cache: Vec<ServiceCache>,
     probabilities: Vec<String>,
     large_cluster: bool,
     last_cleanup: Option<Instant>,
+    cache: Cache,
+}
+
+/// A fast multiplicative hasher (FxHash-style) for in-memory maps of names: no DoS concern
+/// here (keys come from the API server, and the maps are private), SipHash was a tenth of a
+/// full compile.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+        for &b in chunks.remainder() {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+type FastSet<K> = HashSet<K, BuildHasherDefault<FxHasher>>;
+
+/// What the previous sync rendered, per Service, and the running totals over it.
+#[derive(Debug, Default)]
+struct Cache {
+    /// The state generation the cache reflects (`None`: nothing trustworthy).
+    generation: Option<u64>,
+    services: FastMap<ServiceName, ServiceEntry>,
+    chunks: Vec<Chunk>,
+    totals: Totals,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    nat_top_lines: usize,
+    nat_chain_lines: usize,
+    filter_lines: usize,
+    no_local_internal: usize,
+    no_local_external: usize,
+}
+
+impl Totals {
+    fn add(&mut self, p: &PortCache) {
+        self.nat_top_lines += p.top_nat_lines;
+        self.nat_chain_lines += p.chain_rule_lines;
+        self.filter_lines += p.top_filter_lines;
+        self.no_local_internal += usize::from(p.no_local_internal);
+        self.no_local_external += usize::from(p.no_local_external);
+    }
+
+    fn sub(&mut self, p: &PortCache) {
+        self.nat_top_lines -= p.top_nat_lines;
+        self.nat_chain_lines -= p.chain_rule_lines;
+        self.filter_lines -= p.top_filter_lines;
+        self.no_local_internal -= usize::from(p.no_local_internal);
+        self.no_local_external -= usize::from(p.no_local_external);
+    }
 }
 
 #[derive(Debug)]
-struct ServiceCache {
-    name: ServiceName,
+struct ServiceEntry {
     ports: Vec<PortCache>,
+    chunk: usize,
 }
 
-/// What a service port rendered last time, kept while its inputs stay the same.
+/// A group of Services whose top-level rules are kept concatenated.
+#[derive(Debug, Default)]
+struct Chunk {
+    members: Vec<ServiceName>,
+    nat: Bytes,
+    filter: Bytes,
+    bytes: usize,
+    dirty: bool,
+}
+
+/// Concatenated top-level text kept per chunk.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// What a service port rendered last time.
 #[derive(Debug)]
 struct PortCache {
-    svc: Arc<ServicePortInfo>,
-    eps: Option<Arc<[EndpointInfo]>>,
     /// Its `KUBE-SERVICES` / `KUBE-NODEPORTS` nat rules.
-    top_nat: String,
+    top_nat: Vec<u8>,
     top_nat_lines: usize,
     /// Its filter rules.
-    top_filter: String,
+    top_filter: Vec<u8>,
     top_filter_lines: usize,
     /// Its per-service chains, in chain-line order (EXT, FW, SVC, SVL, SEP…).
     chains: Vec<ChainName>,
@@ -117,18 +215,6 @@ struct PortCache {
     chain_rule_lines: usize,
     no_local_internal: bool,
     no_local_external: bool,
-}
-
-impl PortCache {
-    fn matches(&self, svc: &Arc<ServicePortInfo>, eps: Option<&Arc<[EndpointInfo]>>) -> bool {
-        let same_svc = Arc::ptr_eq(&self.svc, svc) || *self.svc == **svc;
-        let same_eps = match (&self.eps, eps) {
-            (None, None) => true,
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a[..] == b[..],
-            _ => false,
-        };
-        same_svc && same_eps
-    }
 }
 
 /// How one service port is programmed (spec §3.1).
@@ -151,10 +237,10 @@ impl Compiler {
             if_not_local: config.local_detector.if_not_local(),
             config,
             interface_addresses: Vec::new(),
-            cache: Vec::new(),
             probabilities: vec![String::new()],
             large_cluster: false,
             last_cleanup: None,
+            cache: Cache::default(),
         }
     }
 
@@ -174,7 +260,7 @@ impl Compiler {
     pub fn set_node_topology(&mut self, node: NodeTopology) {
         if node != self.config.node {
             self.config.node = node;
-            self.cache.clear();
+            self.cache = Cache::default();
         }
     }
 
@@ -203,8 +289,6 @@ impl Compiler {
     /// Compiles `state` into restore input.
     pub fn compile(&mut self, state: &ProxyState, req: SyncRequest<'_>) -> Compiled {
         let full = req.kind == SyncKind::Full;
-        let v4 = self.config.family == IpFamily::V4;
-        let localhost_np = self.config.localhost_nodeports_effective();
         let mut stats = SyncStats {
             service_ports: state.service_port_count(),
             total_endpoints: state.total_endpoints(),
@@ -214,9 +298,129 @@ impl Compiler {
         stats.large_cluster = large;
         self.large_cluster = large;
 
-        let mark = self.config.masquerade_mark.clone();
-        let mut filter = String::with_capacity(4096);
-        filter.push_str("*filter\n");
+        let (chain_cap, rules_cap) = if full {
+            (
+                (stats.total_endpoints + 4 * stats.service_ports) * 36 + 4096,
+                stats.total_endpoints * 280 + stats.service_ports * 400 + 4096,
+            )
+        } else {
+            (4096, 16 * 1024)
+        };
+        let mut nat_chains: Vec<u8> = Vec::with_capacity(chain_cap);
+        let mut nat_rules: Vec<u8> = Vec::with_capacity(rules_cap);
+
+        let incremental = !full
+            && self.cache.generation == Some(req.changed.base_generation)
+            && req.changed.generation == state.generation();
+        stats.incremental = incremental;
+        if incremental {
+            for name in &req.changed.services {
+                self.forget_service(name);
+                if let Some(service) = state.service(name) {
+                    self.add_service(
+                        name,
+                        service,
+                        true,
+                        large,
+                        &mut stats,
+                        &mut nat_chains,
+                        &mut nat_rules,
+                    );
+                }
+            }
+        } else {
+            self.cache = Cache::default();
+            self.cache.services.reserve(stats.service_ports);
+            for (name, service) in state.services() {
+                let write_chains = full || req.changed.services.contains(name);
+                self.add_service(
+                    name,
+                    service,
+                    write_chains,
+                    large,
+                    &mut stats,
+                    &mut nat_chains,
+                    &mut nat_rules,
+                );
+            }
+        }
+        self.cache.generation = Some(state.generation());
+        for chunk in &mut self.cache.chunks {
+            if chunk.dirty {
+                chunk.rebuild(&self.cache.services);
+            }
+        }
+        if self.cache.chunks.iter().any(|c| c.members.is_empty()) {
+            // Rare (every Service of a chunk went away): drop empty chunks and renumber.
+            self.cache.chunks.retain(|c| !c.members.is_empty());
+            for (i, chunk) in self.cache.chunks.iter().enumerate() {
+                for m in &chunk.members {
+                    if let Some(e) = self.cache.services.get_mut(m) {
+                        e.chunk = i;
+                    }
+                }
+            }
+        }
+
+        // Stale per-service chains: flush (chain line) and delete.
+        let mut deletions: Vec<u8> = Vec::new();
+        if let Some(existing) = req.existing_nat_chains {
+            // Every chain in use (built only when needed: in large clusters this runs once
+            // per sync period).
+            let active: FastSet<ChainName> = self
+                .cache
+                .services
+                .values()
+                .flat_map(|e| e.ports.iter().flat_map(|p| p.chains.iter().copied()))
+                .collect();
+            let mut stale: Vec<&str> = existing
+                .iter()
+                .map(String::as_str)
+                .filter(|c| is_service_chain(c))
+                .filter(|c| ChainName::new(c).is_none_or(|n| !active.contains(&n)))
+                .collect();
+            stale.sort_unstable();
+            stale.dedup();
+            for chain in &stale {
+                chain_line(&mut nat_chains, chain.as_bytes());
+                let _ = writeln!(deletions, "-X {chain}");
+            }
+            stats.deleted_chains = stale.len();
+        }
+
+        let totals = self.cache.totals;
+        stats.nat_rules_written += totals.nat_top_lines;
+        stats.nat_rules_total += totals.nat_top_lines + totals.nat_chain_lines;
+        stats.filter_rules += totals.filter_lines;
+        stats.no_local_endpoints_internal = totals.no_local_internal;
+        stats.no_local_endpoints_external = totals.no_local_external;
+
+        let (filter_head, filter_tail) = self.filter_frame(&mut stats);
+        let (nat_head, nat_tail) = self.nat_frame(&mut stats);
+
+        let mut parts: Vec<Bytes> = Vec::with_capacity(self.cache.chunks.len() * 2 + 8);
+        parts.push(filter_head.into());
+        parts.extend(self.cache.chunks.iter().map(|c| c.filter.clone()));
+        parts.push(filter_tail.into());
+        parts.push(nat_head_chains().into());
+        parts.push(nat_chains.into());
+        parts.push(nat_head.into());
+        parts.extend(self.cache.chunks.iter().map(|c| c.nat.clone()));
+        parts.push(nat_rules.into());
+        parts.push(deletions.into());
+        parts.push(nat_tail.into());
+        parts.retain(|p| !p.is_empty());
+        Compiled {
+            restore: RestoreInput::from_parts(parts),
+            stats,
+        }
+    }
+
+    /// The filter table's start (chain lines, `KUBE-FIREWALL`) and end (`KUBE-FORWARD`).
+    fn filter_frame(&self, stats: &mut SyncStats) -> (Vec<u8>, Vec<u8>) {
+        let mark = &self.config.masquerade_mark;
+        let mut head = Vec::with_capacity(512);
+        head.extend_from_slice(b"*filter\n");
         for chain in [
             "KUBE-SERVICES",
             "KUBE-EXTERNAL-SERVICES",
@@ -224,35 +428,43 @@ impl Compiler {
             "KUBE-NODEPORTS",
             "KUBE-PROXY-FIREWALL",
         ] {
-            chain_line(&mut filter, chain);
+            chain_line(&mut head, chain.as_bytes());
         }
-        if localhost_np {
-            chain_line(&mut filter, "KUBE-FIREWALL");
-            filter.push_str(
-                "-A KUBE-FIREWALL -m comment --comment \"block incoming localnet connections\" \
+        if self.config.localhost_nodeports_effective() {
+            chain_line(&mut head, b"KUBE-FIREWALL");
+            head.extend_from_slice(
+                b"-A KUBE-FIREWALL -m comment --comment \"block incoming localnet connections\" \
                  -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT \
                  -j DROP\n",
             );
             stats.filter_rules += 1;
         }
-
-        let mut nat_chains = String::with_capacity(4096);
-        nat_chains.push_str("*nat\n");
-        for chain in [
-            "KUBE-SERVICES",
-            "KUBE-NODEPORTS",
-            "KUBE-POSTROUTING",
-            "KUBE-MARK-MASQ",
-        ] {
-            chain_line(&mut nat_chains, chain);
+        let mut tail = Vec::with_capacity(512);
+        if self.config.drop_invalid {
+            tail.extend_from_slice(b"-A KUBE-FORWARD -m conntrack --ctstate INVALID");
+            if self.config.nfacct_invalid_dropped {
+                tail.extend_from_slice(b" -m nfacct --nfacct-name ct_state_invalid_dropped_pkts");
+            }
+            tail.extend_from_slice(b" -j DROP\n");
+            stats.filter_rules += 1;
         }
-        let mut nat_rules = String::with_capacity(if full {
-            stats.total_endpoints * 280 + stats.service_ports * 600
-        } else {
-            stats.service_ports * 200
-        });
         let _ = write!(
-            nat_rules,
+            tail,
+            "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark {mark}/{mark} -j ACCEPT\n\
+             -A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+             COMMIT\n"
+        );
+        stats.filter_rules += 2;
+        (head, tail)
+    }
+
+    /// The nat table's fixed rules (`KUBE-POSTROUTING`, `KUBE-MARK-MASQ`) and its end (the
+    /// last `KUBE-SERVICES` rules, `COMMIT`).
+    fn nat_frame(&self, stats: &mut SyncStats) -> (Vec<u8>, Vec<u8>) {
+        let mark = &self.config.masquerade_mark;
+        let mut head = Vec::with_capacity(512);
+        let _ = write!(
+            head,
             "-A KUBE-POSTROUTING -m mark ! --mark {mark}/{mark} -j RETURN\n\
              -A KUBE-POSTROUTING -j MARK --xor-mark {mark}\n\
              -A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE{}\n\
@@ -264,158 +476,123 @@ impl Compiler {
             }
         );
         stats.nat_rules_written += 4;
-
-        let track_active = req.existing_nat_chains.is_some();
-        let mut active: HashSet<ChainName> = HashSet::new();
-        let old_cache = std::mem::take(&mut self.cache);
-        let mut old_iter = old_cache.into_iter().peekable();
-        let mut new_cache: Vec<ServiceCache> = Vec::with_capacity(state.services().count());
-
-        for (name, service) in state.services() {
-            if service.ports.is_empty() {
-                continue;
-            }
-            // Merge-join with the previous sync's cache (both sorted by name).
-            while old_iter.peek().is_some_and(|c| c.name < *name) {
-                old_iter.next();
-            }
-            let mut old_ports = match old_iter.peek() {
-                Some(c) if c.name == *name => old_iter.next().map(|c| c.ports).unwrap_or_default(),
-                _ => Vec::new(),
-            };
-            let write_chains = full || req.changed.contains(name);
-            let mut ports = Vec::with_capacity(service.ports.len());
-            for svc in &service.ports {
-                let eps = service.endpoint_list(svc);
-                let cached = old_ports
-                    .iter()
-                    .position(|c| c.svc.name == svc.name)
-                    .map(|i| old_ports.swap_remove(i))
-                    .filter(|c| c.matches(svc, eps));
-                let entry = match cached {
-                    Some(c) if !write_chains => c,
-                    cached => {
-                        let eps_slice: &[EndpointInfo] = eps.map(|e| &e[..]).unwrap_or(&[]);
-                        let plan = self.plan(svc, eps_slice);
-                        let mut entry = self.render_top(svc, eps, &plan, localhost_np);
-                        if write_chains {
-                            let reuse = cached.as_ref().map(|c| &c.chains[..]);
-                            nat_rules.push_str(&entry.top_nat);
-                            let lines = self.render_chains(
-                                svc,
-                                &plan,
-                                large,
-                                reuse,
-                                &mut entry.chains,
-                                &mut nat_chains,
-                                &mut nat_rules,
-                            );
-                            entry.chain_rule_lines = lines;
-                            stats.nat_rules_written += entry.top_nat_lines + lines;
-                            stats.written_service_ports += 1;
-                        } else {
-                            // Not written: we still need the chain names (to keep them) and
-                            // the number of rules they hold.
-                            let (chains, lines) = self.chain_names(svc, &plan);
-                            entry.chains = chains;
-                            entry.chain_rule_lines = lines;
-                            nat_rules.push_str(&entry.top_nat);
-                            stats.nat_rules_written += entry.top_nat_lines;
-                        }
-                        ports.push(entry);
-                        continue;
-                    }
-                };
-                nat_rules.push_str(&entry.top_nat);
-                stats.nat_rules_written += entry.top_nat_lines;
-                ports.push(entry);
-            }
-            for entry in &ports {
-                filter.push_str(&entry.top_filter);
-                stats.filter_rules += entry.top_filter_lines;
-                stats.nat_rules_total += entry.top_nat_lines + entry.chain_rule_lines;
-                stats.no_local_endpoints_internal += usize::from(entry.no_local_internal);
-                stats.no_local_endpoints_external += usize::from(entry.no_local_external);
-                if track_active {
-                    active.extend(entry.chains.iter().copied());
-                }
-            }
-            new_cache.push(ServiceCache {
-                name: name.clone(),
-                ports,
-            });
-        }
-        self.cache = new_cache;
-
-        // Stale per-service chains: flush (chain line) and delete.
-        if let Some(existing) = req.existing_nat_chains {
-            let mut stale: Vec<&str> = existing
-                .iter()
-                .map(String::as_str)
-                .filter(|c| is_service_chain(c))
-                .filter(|c| ChainName::new(c).is_none_or(|n| !active.contains(&n)))
-                .collect();
-            stale.sort_unstable();
-            stale.dedup();
-            for chain in &stale {
-                chain_line(&mut nat_chains, chain);
-                let _ = writeln!(nat_rules, "-X {chain}");
-            }
-            stats.deleted_chains = stale.len();
-        }
-
-        // The last rule(s) of KUBE-SERVICES: everything addressed to the node goes on to
-        // KUBE-NODEPORTS.
-        const NODEPORTS_COMMENT: &str = "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\"";
-        if self.config.nodeport_addresses.match_all() {
-            nat_rules.push_str(NODEPORTS_COMMENT);
-            nat_rules.push_str(" -m addrtype --dst-type LOCAL");
-            if !v4 {
-                nat_rules.push_str(" ! -d ::1/128");
-            } else if !localhost_np {
-                nat_rules.push_str(" ! -d 127.0.0.0/8");
-            }
-            nat_rules.push_str(" -j KUBE-NODEPORTS\n");
+        stats.nat_rules_total += 4;
+        let mut tail = Vec::with_capacity(512);
+        for rule in self.nodeports_rules() {
+            tail.extend_from_slice(rule.as_bytes());
+            tail.push(b'\n');
             stats.nat_rules_written += 1;
             stats.nat_rules_total += 1;
-        } else {
-            for ip in self
-                .config
-                .nodeport_addresses
-                .node_ips(&self.interface_addresses)
-            {
-                if ip.is_loopback() && (!v4 || !localhost_np) {
-                    continue;
+        }
+        tail.extend_from_slice(b"COMMIT\n");
+        (head, tail)
+    }
+
+    /// The last rule(s) of `KUBE-SERVICES`: everything addressed to the node goes on to
+    /// `KUBE-NODEPORTS`.
+    fn nodeports_rules(&self) -> Vec<String> {
+        const RULE: &str = "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\"";
+        let v4 = self.config.family == IpFamily::V4;
+        let localhost_np = self.config.localhost_nodeports_effective();
+        if self.config.nodeport_addresses.match_all() {
+            let exclude = if !v4 {
+                " ! -d ::1/128"
+            } else if !localhost_np {
+                " ! -d 127.0.0.0/8"
+            } else {
+                ""
+            };
+            return vec![format!(
+                "{RULE} -m addrtype --dst-type LOCAL{exclude} -j KUBE-NODEPORTS"
+            )];
+        }
+        self.config
+            .nodeport_addresses
+            .node_ips(&self.interface_addresses)
+            .into_iter()
+            .filter(|ip| !ip.is_loopback() || (v4 && localhost_np))
+            .map(|ip| format!("{RULE} -d {ip} -j KUBE-NODEPORTS"))
+            .collect()
+    }
+
+    /// Forgets what the cache holds for a Service (it changed or went away).
+    fn forget_service(&mut self, name: &ServiceName) {
+        let Some(old) = self.cache.services.remove(name) else {
+            return;
+        };
+        for p in &old.ports {
+            self.cache.totals.sub(p);
+        }
+        if let Some(chunk) = self.cache.chunks.get_mut(old.chunk) {
+            if let Some(i) = chunk.members.iter().position(|m| m == name) {
+                chunk.members.swap_remove(i);
+            }
+            chunk.dirty = true;
+        }
+    }
+
+    /// Renders a Service's top-level rules into the cache and, if `write_chains`, its
+    /// per-service chains into the output.
+    #[allow(clippy::too_many_arguments)]
+    fn add_service(
+        &mut self,
+        name: &ServiceName,
+        service: &kproxy_model::ServiceState,
+        write_chains: bool,
+        large: bool,
+        stats: &mut SyncStats,
+        nat_chains: &mut Vec<u8>,
+        nat_rules: &mut Vec<u8>,
+    ) {
+        if service.ports.is_empty() {
+            return;
+        }
+        let localhost_np = self.config.localhost_nodeports_effective();
+        let mut ports = Vec::with_capacity(service.ports.len());
+        let mut bytes = 0;
+        for (svc, eps) in service.ports_with_endpoints() {
+            let eps: &[EndpointInfo] = eps.map(|e| &e[..]).unwrap_or(&[]);
+            let plan = self.plan(svc, eps);
+            let n = svc.name.to_string();
+            let mut entry = self.render_top(&plan, svc, &n, localhost_np);
+            entry.chains = self.port_chains(svc, &plan);
+            if write_chains {
+                for chain in &entry.chains {
+                    chain_line(nat_chains, chain.as_bytes());
                 }
-                let _ = writeln!(nat_rules, "{NODEPORTS_COMMENT} -d {ip} -j KUBE-NODEPORTS");
-                stats.nat_rules_written += 1;
-                stats.nat_rules_total += 1;
+                let seps = &entry.chains[entry.chains.len() - plan.sets.all_len()..];
+                let lines = self.render_chains(svc, &plan, &n, large, seps, nat_rules);
+                entry.chain_rule_lines = lines;
+                stats.nat_rules_written += lines;
+                stats.written_service_ports += 1;
+            } else {
+                entry.chain_rule_lines = self.chain_rule_count(svc, &plan);
             }
+            self.cache.totals.add(&entry);
+            bytes += entry.top_nat.len() + entry.top_filter.len();
+            ports.push(entry);
         }
-        nat_rules.push_str("COMMIT\n");
-        stats.nat_rules_total += 4;
-
-        // KUBE-FORWARD comes last in the filter table.
-        if self.config.drop_invalid {
-            filter.push_str("-A KUBE-FORWARD -m conntrack --ctstate INVALID");
-            if self.config.nfacct_invalid_dropped {
-                filter.push_str(" -m nfacct --nfacct-name ct_state_invalid_dropped_pkts");
-            }
-            filter.push_str(" -j DROP\n");
-            stats.filter_rules += 1;
+        // Into the last chunk, or a new one when it is full.
+        let fits = self
+            .cache
+            .chunks
+            .last()
+            .is_some_and(|c| c.bytes + bytes <= CHUNK_BYTES);
+        if !fits {
+            self.cache.chunks.push(Chunk::default());
         }
-        let _ = write!(
-            filter,
-            "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark {mark}/{mark} -j ACCEPT\n\
-             -A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
-             COMMIT\n"
+        let chunk_index = self.cache.chunks.len() - 1;
+        let chunk = &mut self.cache.chunks[chunk_index];
+        chunk.members.push(name.clone());
+        chunk.bytes += bytes;
+        chunk.dirty = true;
+        self.cache.services.insert(
+            name.clone(),
+            ServiceEntry {
+                ports,
+                chunk: chunk_index,
+            },
         );
-        stats.filter_rules += 2;
-
-        Compiled {
-            restore: RestoreInput::from_parts(vec![filter, nat_chains, nat_rules]),
-            stats,
-        }
     }
 
     /// Endpoint selection and the per-port decisions of spec §3.1.
@@ -424,7 +601,7 @@ impl Compiler {
         let has_any = sets.has_any;
         let itp_local = svc.internal_policy_local;
         let etp_local = svc.external_policy_local;
-        let has_local = !sets.local.is_empty();
+        let has_local = sets.local_len() > 0;
         Plan {
             chains: ServicePortChains::of(&svc.name),
             has_internal: has_any && (!itp_local || has_local),
@@ -433,7 +610,7 @@ impl Compiler {
             uses_fw: has_any
                 && !svc.load_balancer_vips.is_empty()
                 && !svc.load_balancer_source_ranges.is_empty(),
-            uses_svc: !sets.cluster.is_empty() && svc.uses_cluster_endpoints(),
+            uses_svc: sets.cluster_len() > 0 && svc.uses_cluster_endpoints(),
             uses_svl: has_local && svc.uses_local_endpoints(),
             sets,
         }
@@ -442,12 +619,11 @@ impl Compiler {
     /// The top-level rules of one service port (spec §3.3 #1–#11).
     fn render_top(
         &self,
-        svc: &Arc<ServicePortInfo>,
-        eps: Option<&Arc<[EndpointInfo]>>,
         plan: &Plan<'_>,
+        svc: &ServicePortInfo,
+        n: &str,
         localhost_np: bool,
     ) -> PortCache {
-        let n = svc.name.to_string();
         let p = svc.protocol().lower();
         let c = &plan.chains;
         let has_any = plan.sets.has_any;
@@ -462,11 +638,11 @@ impl Compiler {
         } else {
             ("REJECT", "has no endpoints")
         };
-        let mut nat = String::with_capacity(256);
+        let mut nat = Vec::with_capacity(160);
         let mut nat_lines = 0;
-        let mut filter = String::new();
+        let mut filter = Vec::new();
         let mut filter_lines = 0;
-        let port = itoa::Buffer::new().format(svc.port).to_owned();
+        let port = svc.port;
 
         // #1 / #6: the cluster IP.
         if plan.has_internal {
@@ -567,8 +743,6 @@ impl Compiler {
             filter_lines += 1;
         }
         PortCache {
-            svc: Arc::clone(svc),
-            eps: eps.cloned(),
             top_nat: nat,
             top_nat_lines: nat_lines,
             top_filter: filter,
@@ -580,21 +754,36 @@ impl Compiler {
         }
     }
 
-    /// The chain names a service port uses and the number of rules they hold, without
-    /// rendering them (for ports whose chains a partial sync leaves in place).
-    fn chain_names(&self, svc: &ServicePortInfo, plan: &Plan<'_>) -> (Vec<ChainName>, usize) {
-        let mut chains = Vec::with_capacity(plan.sets.all.len() + 4);
-        let mut lines = 0;
+    /// The per-service chains of a port in chain-line order: EXT, FW, SVC, SVL (those in
+    /// use), then one `KUBE-SEP-` per endpoint of `plan.sets.all`, in order.
+    fn port_chains(&self, svc: &ServicePortInfo, plan: &Plan<'_>) -> Vec<ChainName> {
         let c = &plan.chains;
+        let mut chains = Vec::with_capacity(plan.sets.all_len() + 4);
+        for (uses, chain) in [
+            (plan.uses_ext, c.external),
+            (plan.uses_fw, c.firewall),
+            (plan.uses_svc, c.cluster),
+            (plan.uses_svl, c.local),
+        ] {
+            if uses {
+                chains.push(chain);
+            }
+        }
+        let mut namer = EndpointChains::new(&svc.name);
+        chains.extend(plan.sets.all().map(|ep| namer.chain(ep.endpoint_str())));
+        chains
+    }
+
+    /// The number of `-A` lines [`Self::render_chains`] writes for a port, without
+    /// rendering (for ports whose chains a partial sync leaves in place).
+    fn chain_rule_count(&self, svc: &ServicePortInfo, plan: &Plan<'_>) -> usize {
+        let mut lines = 0;
         let affinity = usize::from(svc.session_affinity_timeout.is_some());
-        lines += usize::from(plan.has_internal && self.config.masquerade_all)
-            + usize::from(
-                plan.has_internal
-                    && !self.config.masquerade_all
-                    && self.config.local_detector.is_implemented(),
-            );
+        lines += usize::from(
+            plan.has_internal
+                && (self.config.masquerade_all || self.config.local_detector.is_implemented()),
+        );
         if plan.uses_ext {
-            chains.push(c.external);
             lines += if svc.external_policy_local {
                 2 + usize::from(self.config.local_detector.is_implemented())
             } else {
@@ -602,7 +791,6 @@ impl Compiler {
             } + usize::from(plan.has_external);
         }
         if plan.uses_fw {
-            chains.push(c.firewall);
             lines += svc.load_balancer_source_ranges.len()
                 + 1
                 + if self.allow_from_node(svc) {
@@ -612,18 +800,12 @@ impl Compiler {
                 };
         }
         if plan.uses_svc {
-            chains.push(c.cluster);
-            lines += plan.sets.cluster.len() * (1 + affinity);
+            lines += plan.sets.cluster_len() * (1 + affinity);
         }
         if plan.uses_svl {
-            chains.push(c.local);
-            lines += plan.sets.local.len() * (1 + affinity);
+            lines += plan.sets.local_len() * (1 + affinity);
         }
-        for ep in &plan.sets.all {
-            chains.push(endpoint_chain(&svc.name, ep.endpoint_str()));
-            lines += 2;
-        }
-        (chains, lines)
+        lines + 2 * plan.sets.all_len()
     }
 
     fn allow_from_node(&self, svc: &ServicePortInfo) -> bool {
@@ -642,21 +824,18 @@ impl Compiler {
         &self.probabilities[k]
     }
 
-    /// Renders the per-service chains of one port (spec §3.3 #12–#17, §3.4) and returns the
-    /// number of `-A` lines written. `reuse` holds the chain names of the same port with
-    /// the same endpoints from an earlier sync, to skip hashing.
-    #[allow(clippy::too_many_arguments)]
+    /// Renders the rules of the per-service chains of one port (spec §3.3 #12–#17, §3.4)
+    /// into `out` and returns the number of `-A` lines written. `seps` are the endpoint
+    /// chains of `plan.sets.all`, in order.
     fn render_chains(
         &mut self,
         svc: &ServicePortInfo,
         plan: &Plan<'_>,
+        n: &str,
         large: bool,
-        reuse: Option<&[ChainName]>,
-        chains_out: &mut Vec<ChainName>,
-        nat_chains: &mut String,
-        out: &mut String,
+        seps: &[ChainName],
+        out: &mut Vec<u8>,
     ) -> usize {
-        let n = svc.name.to_string();
         let p = svc.protocol().lower();
         let c = plan.chains;
         let mut lines = 0;
@@ -664,27 +843,6 @@ impl Compiler {
             c.local
         } else {
             c.cluster
-        };
-
-        // Endpoint chain names, in `all` order.
-        let seps: Vec<ChainName> = match reuse {
-            Some(prev) if prev.len() >= plan.sets.all.len() => {
-                prev[prev.len() - plan.sets.all.len()..].to_vec()
-            }
-            _ => plan
-                .sets
-                .all
-                .iter()
-                .map(|ep| endpoint_chain(&svc.name, ep.endpoint_str()))
-                .collect(),
-        };
-        let sep_of = |ep: &EndpointInfo| -> ChainName {
-            let i = plan
-                .sets
-                .all
-                .binary_search_by(|e| e.endpoint_str().cmp(ep.endpoint_str()))
-                .unwrap_or(0);
-            seps[i]
         };
 
         // #12: masquerade off-cluster traffic to the cluster IP.
@@ -697,17 +855,15 @@ impl Compiler {
                 svc.cluster_ip, svc.port
             );
             if !self.config.masquerade_all {
-                out.push(' ');
-                out.push_str(&self.if_not_local);
+                out.push(b' ');
+                out.extend_from_slice(self.if_not_local.as_bytes());
             }
-            out.push_str(" -j KUBE-MARK-MASQ\n");
+            out.extend_from_slice(b" -j KUBE-MARK-MASQ\n");
             lines += 1;
         }
 
         // #13: KUBE-EXT.
         if plan.uses_ext {
-            chain_line(nat_chains, &c.external);
-            chains_out.push(c.external);
             if !svc.external_policy_local {
                 let _ = writeln!(
                     out,
@@ -745,8 +901,6 @@ impl Compiler {
 
         // #14: KUBE-FW.
         if plan.uses_fw {
-            chain_line(nat_chains, &c.firewall);
-            chains_out.push(c.firewall);
             for cidr in &svc.load_balancer_source_ranges {
                 let _ = writeln!(
                     out,
@@ -773,19 +927,28 @@ impl Compiler {
             lines += 1;
         }
 
-        // #15 / #16: dispatch.
-        for (uses, chain, endpoints) in [
-            (plan.uses_svc, c.cluster, &plan.sets.cluster),
-            (plan.uses_svl, c.local, &plan.sets.local),
+        // #15 / #16: dispatch. `seps[j]` is the chain of the j-th endpoint of `all`.
+        for (uses, chain, local, count) in [
+            (plan.uses_svc, c.cluster, false, plan.sets.cluster_len()),
+            (plan.uses_svl, c.local, true, plan.sets.local_len()),
         ] {
             if !uses {
                 continue;
             }
-            chain_line(nat_chains, &chain);
-            chains_out.push(chain);
+            let members = || {
+                plan.sets
+                    .all_with_membership()
+                    .enumerate()
+                    .filter(
+                        move |(_, (_, in_cluster, in_local))| {
+                            if local { *in_local } else { *in_cluster }
+                        },
+                    )
+                    .map(|(j, (ep, _, _))| (j, ep))
+            };
             if let Some(timeout) = svc.session_affinity_timeout {
-                for ep in endpoints.iter() {
-                    let sep = sep_of(ep);
+                for (j, ep) in members() {
+                    let sep = seps[j];
                     let _ = write!(out, "-A {chain}");
                     if !large {
                         let _ = write!(
@@ -801,72 +964,105 @@ impl Compiler {
                     lines += 1;
                 }
             }
-            let count = endpoints.len();
-            for (i, ep) in endpoints.iter().enumerate() {
-                let sep = sep_of(ep);
-                out.push_str("-A ");
-                out.push_str(&chain);
+            for (i, (j, ep)) in members().enumerate() {
+                out.extend_from_slice(b"-A ");
+                out.extend_from_slice(chain.as_bytes());
                 if !large {
-                    out.push_str(" -m comment --comment \"");
-                    out.push_str(&n);
-                    out.push_str(" -> ");
-                    out.push_str(ep.endpoint_str());
-                    out.push('"');
+                    out.extend_from_slice(b" -m comment --comment \"");
+                    out.extend_from_slice(n.as_bytes());
+                    out.extend_from_slice(b" -> ");
+                    out.extend_from_slice(ep.endpoint_str().as_bytes());
+                    out.push(b'"');
                 }
                 if i + 1 < count {
-                    out.push_str(" -m statistic --mode random --probability ");
-                    out.push_str(self.probability(count - i));
+                    out.extend_from_slice(b" -m statistic --mode random --probability ");
+                    out.extend_from_slice(self.probability(count - i).as_bytes());
                 }
-                out.push_str(" -j ");
-                out.push_str(&sep);
-                out.push('\n');
+                out.extend_from_slice(b" -j ");
+                out.extend_from_slice(seps[j].as_bytes());
+                out.push(b'\n');
                 lines += 1;
             }
         }
 
         // #17: one chain per endpoint.
-        for (ep, sep) in plan.sets.all.iter().zip(&seps) {
-            chain_line(nat_chains, sep);
-            chains_out.push(*sep);
+        for (ep, sep) in plan.sets.all().zip(seps) {
             let ep_str = ep.endpoint_str();
             let ip = match ep.ip() {
                 IpAddr::V4(_) => &ep_str[..ep_str.rfind(':').unwrap_or(ep_str.len())],
                 IpAddr::V6(_) => &ep_str[1..ep_str.rfind(']').unwrap_or(1)],
             };
-            for second in [false, true] {
-                out.push_str("-A ");
-                out.push_str(sep);
-                if !large {
-                    out.push_str(" -m comment --comment ");
-                    out.push_str(&n);
-                }
-                if !second {
-                    out.push_str(" -s ");
-                    out.push_str(ip);
-                    out.push_str(" -j KUBE-MARK-MASQ\n");
-                } else {
-                    if svc.session_affinity_timeout.is_some() {
-                        out.push_str(" -m recent --name ");
-                        out.push_str(sep);
-                        out.push_str(" --set");
-                    }
-                    out.push_str(" -m ");
-                    out.push_str(p);
-                    out.push_str(" -p ");
-                    out.push_str(p);
-                    out.push_str(" -j DNAT --to-destination ");
-                    out.push_str(ep_str);
-                    out.push('\n');
-                }
+            // Hairpin: an endpoint reaching itself through the service is masqueraded.
+            out.extend_from_slice(b"-A ");
+            out.extend_from_slice(sep.as_bytes());
+            if !large {
+                out.extend_from_slice(b" -m comment --comment ");
+                out.extend_from_slice(n.as_bytes());
             }
+            out.extend_from_slice(b" -s ");
+            out.extend_from_slice(ip.as_bytes());
+            out.extend_from_slice(b" -j KUBE-MARK-MASQ\n");
+            // DNAT, recording the client for affinity.
+            out.extend_from_slice(b"-A ");
+            out.extend_from_slice(sep.as_bytes());
+            if !large {
+                out.extend_from_slice(b" -m comment --comment ");
+                out.extend_from_slice(n.as_bytes());
+            }
+            if svc.session_affinity_timeout.is_some() {
+                out.extend_from_slice(b" -m recent --name ");
+                out.extend_from_slice(sep.as_bytes());
+                out.extend_from_slice(b" --set");
+            }
+            out.extend_from_slice(b" -m ");
+            out.extend_from_slice(p.as_bytes());
+            out.extend_from_slice(b" -p ");
+            out.extend_from_slice(p.as_bytes());
+            out.extend_from_slice(b" -j DNAT --to-destination ");
+            out.extend_from_slice(ep_str.as_bytes());
+            out.push(b'\n');
             lines += 2;
         }
         lines
     }
 }
 
-fn chain_line(out: &mut String, chain: &str) {
-    out.push(':');
-    out.push_str(chain);
-    out.push_str(" - [0:0]\n");
+impl Chunk {
+    fn rebuild(&mut self, services: &FastMap<ServiceName, ServiceEntry>) {
+        let mut nat = Vec::with_capacity(self.bytes);
+        let mut filter = Vec::new();
+        for m in &self.members {
+            if let Some(e) = services.get(m) {
+                for p in &e.ports {
+                    nat.extend_from_slice(&p.top_nat);
+                    filter.extend_from_slice(&p.top_filter);
+                }
+            }
+        }
+        self.bytes = nat.len() + filter.len();
+        self.nat = nat.into();
+        self.filter = filter.into();
+        self.dirty = false;
+    }
+}
+
+/// The nat table's header and fixed chain lines.
+fn nat_head_chains() -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(b"*nat\n");
+    for chain in [
+        "KUBE-SERVICES",
+        "KUBE-NODEPORTS",
+        "KUBE-POSTROUTING",
+        "KUBE-MARK-MASQ",
+    ] {
+        chain_line(&mut out, chain.as_bytes());
+    }
+    out
+}
+
+fn chain_line(out: &mut Vec<u8>, chain: &[u8]) {
+    out.push(b':');
+    out.extend_from_slice(chain);
+    out.extend_from_slice(b" - [0:0]\n");
 }

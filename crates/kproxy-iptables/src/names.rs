@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 pub const MAX_CHAIN_NAME_LEN: usize = 28;
 
 /// An iptables chain name, stored inline (no allocation).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ChainName {
     len: u8,
     buf: [u8; MAX_CHAIN_NAME_LEN],
@@ -52,10 +52,27 @@ impl ChainName {
         }
     }
 
+    /// The name's bytes (ASCII).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+
     /// The name as a string slice.
     pub fn as_str(&self) -> &str {
         // Only ASCII is ever stored.
         std::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or_default()
+    }
+}
+
+impl std::hash::Hash for ChainName {
+    /// Hashes the last eight bytes (for kproxy's chains: base32 of a SHA-256 digest, so
+    /// already well spread) and the length.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let len = self.len as usize;
+        let mut tail = [0u8; 8];
+        let from = len.saturating_sub(8);
+        tail[..len - from].copy_from_slice(&self.buf[from..len]);
+        state.write_u64(u64::from_le_bytes(tail) ^ (len as u64).rotate_left(56));
     }
 }
 
@@ -106,9 +123,37 @@ impl ServicePortChains {
 
 /// `KUBE-SEP-…` of endpoint `endpoint` (`ip:port` / `[ip]:port`) of service port `name`.
 pub fn endpoint_chain(name: &ServicePortName, endpoint: &str) -> ChainName {
-    let mut h = service_port_hasher(name);
-    h.update(endpoint.as_bytes());
-    ChainName::from_parts("KUBE-SEP-", &hash16(h))
+    EndpointChains::new(name).chain(endpoint)
+}
+
+/// Names the endpoint chains of one service port: the hash input is the service port's
+/// part (built once) followed by the endpoint string, hashed in one call.
+#[derive(Clone)]
+pub(crate) struct EndpointChains {
+    buf: Vec<u8>,
+    prefix: usize,
+}
+
+impl EndpointChains {
+    pub(crate) fn new(name: &ServicePortName) -> EndpointChains {
+        let mut buf = Vec::with_capacity(128);
+        buf.extend_from_slice(name.service.namespace.as_bytes());
+        buf.push(b'/');
+        buf.extend_from_slice(name.service.name.as_bytes());
+        if !name.port.is_empty() {
+            buf.push(b':');
+            buf.extend_from_slice(name.port.as_bytes());
+        }
+        buf.extend_from_slice(name.protocol.lower().as_bytes());
+        let prefix = buf.len();
+        EndpointChains { buf, prefix }
+    }
+
+    pub(crate) fn chain(&mut self, endpoint: &str) -> ChainName {
+        self.buf.truncate(self.prefix);
+        self.buf.extend_from_slice(endpoint.as_bytes());
+        ChainName::from_parts("KUBE-SEP-", &hash16_of(&self.buf))
+    }
 }
 
 /// Whether `chain` is a per-service chain kube-proxy (and kproxy) own and may delete:
@@ -138,17 +183,24 @@ fn service_port_hasher(name: &ServicePortName) -> Sha256 {
     h
 }
 
-/// The first 16 base32 characters (80 bits = the first 10 digest bytes).
 fn hash16(h: Sha256) -> [u8; 16] {
+    base32_16(&h.finalize())
+}
+
+fn hash16_of(data: &[u8]) -> [u8; 16] {
+    base32_16(&Sha256::digest(data))
+}
+
+/// The first 16 base32 characters of a digest (80 bits = its first 10 bytes).
+fn base32_16(digest: &[u8]) -> [u8; 16] {
     const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let digest = h.finalize();
-    let mut bits = 0u128;
-    for &b in &digest[..10] {
-        bits = (bits << 8) | u128::from(b);
-    }
     let mut out = [0u8; 16];
-    for (i, c) in out.iter_mut().enumerate() {
-        *c = ALPHABET[((bits >> (75 - 5 * i)) & 31) as usize];
+    // Two groups of 40 bits (5 bytes → 8 characters each).
+    for (group, chars) in digest[..10].chunks_exact(5).zip(out.chunks_exact_mut(8)) {
+        let bits = group.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+        for (i, c) in chars.iter_mut().enumerate() {
+            *c = ALPHABET[((bits >> (35 - 5 * i)) & 31) as usize];
+        }
     }
     out
 }

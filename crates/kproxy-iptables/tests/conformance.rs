@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use common::*;
 use kproxy_iptables::save;
 use kproxy_iptables::{Compiler, SyncKind, SyncRequest};
-use kproxy_model::ServiceName;
+use kproxy_model::{Changes, ServiceName};
 
 fn run_rules_vector(name: &str) {
     let v = rules_vector(&fixture(&format!("conformance/{name}.input.yaml")));
@@ -42,7 +42,7 @@ fn run_rules_vector(name: &str) {
             } else {
                 SyncKind::Full
             },
-            changed: &changed,
+            changed: &Changes::of_services(changed),
             existing_nat_chains: existing,
         },
     );
@@ -91,7 +91,7 @@ fn run_flows(name: &str) {
             t.state(),
             SyncRequest {
                 kind: SyncKind::Full,
-                changed: &BTreeSet::new(),
+                changed: &Changes::default(),
                 existing_nat_chains: None,
             },
         );

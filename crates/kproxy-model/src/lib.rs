@@ -70,7 +70,7 @@
 //! let node = NodeTopology::named("node-a");
 //! for (port, endpoints) in tracker.state().service_ports() {
 //!     let sets = categorize_endpoints(endpoints, port, &node);
-//!     let all: Vec<&str> = sets.all.iter().map(|e| e.endpoint_str()).collect();
+//!     let all: Vec<&str> = sets.all().map(|e| e.endpoint_str()).collect();
 //!     assert_eq!(port.name.to_string(), "default/web:http");
 //!     assert_eq!(all, ["10.244.1.5:8080", "10.244.2.7:8080"]);
 //! }

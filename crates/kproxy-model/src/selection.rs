@@ -38,22 +38,88 @@ pub enum TopologyMode {
     PreferSameZone,
 }
 
-/// The result of endpoint selection for one service port.
+/// The result of endpoint selection for one service port: which of the port's endpoints
+/// each kind of traffic may use. Every list keeps the endpoints' order (sorted by endpoint
+/// string).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointSets<'a> {
-    /// Endpoints for traffic under the Cluster policy (empty unless the port uses cluster
-    /// endpoints).
-    pub cluster: Vec<&'a EndpointInfo>,
-    /// Endpoints for traffic under the Local policy (empty unless the port uses local
-    /// endpoints).
-    pub local: Vec<&'a EndpointInfo>,
-    /// Every endpoint some traffic can reach (the union of the two), sorted by endpoint
-    /// string: the endpoints that get a per-endpoint chain.
-    pub all: Vec<&'a EndpointInfo>,
+    endpoints: &'a [EndpointInfo],
+    /// Per endpoint: `CLUSTER` and/or `LOCAL`.
+    flags: Vec<u8>,
+    cluster_len: usize,
+    local_len: usize,
+    all_len: usize,
     /// Whether usable endpoints exist anywhere in the cluster (decides REJECT vs DROP).
     pub has_any: bool,
-    /// The topology mode used for `cluster`.
+    /// The topology mode used for the cluster set.
     pub topology: TopologyMode,
+}
+
+const CLUSTER: u8 = 1;
+const LOCAL: u8 = 2;
+
+impl<'a> EndpointSets<'a> {
+    /// Endpoints for traffic under the Cluster policy (none unless the port uses cluster
+    /// endpoints).
+    pub fn cluster(&self) -> impl Iterator<Item = &'a EndpointInfo> + '_ {
+        self.with(CLUSTER)
+    }
+
+    /// Endpoints for traffic under the Local policy (none unless the port uses local
+    /// endpoints).
+    pub fn local(&self) -> impl Iterator<Item = &'a EndpointInfo> + '_ {
+        self.with(LOCAL)
+    }
+
+    /// Every endpoint some traffic can reach (the union of the two): the endpoints that get a
+    /// per-endpoint chain.
+    pub fn all(&self) -> impl Iterator<Item = &'a EndpointInfo> + '_ {
+        self.with(CLUSTER | LOCAL)
+    }
+
+    /// Each endpoint of [`all`](Self::all) with whether it is in the cluster set and in the
+    /// local set.
+    pub fn all_with_membership(&self) -> impl Iterator<Item = (&'a EndpointInfo, bool, bool)> + '_ {
+        self.endpoints
+            .iter()
+            .zip(&self.flags)
+            .filter(|(_, f)| **f != 0)
+            .map(|(e, f)| (e, f & CLUSTER != 0, f & LOCAL != 0))
+    }
+
+    /// The number of cluster endpoints.
+    pub fn cluster_len(&self) -> usize {
+        self.cluster_len
+    }
+
+    /// The number of local endpoints.
+    pub fn local_len(&self) -> usize {
+        self.local_len
+    }
+
+    /// The number of reachable endpoints.
+    pub fn all_len(&self) -> usize {
+        self.all_len
+    }
+
+    fn with(&self, mask: u8) -> impl Iterator<Item = &'a EndpointInfo> + '_ {
+        self.endpoints
+            .iter()
+            .zip(&self.flags)
+            .filter(move |(_, f)| **f & mask != 0)
+            .map(|(e, _)| e)
+    }
+
+    fn mark(&mut self, flag: u8, pick: impl Fn(&EndpointInfo) -> bool) -> usize {
+        let mut n = 0;
+        for (e, f) in self.endpoints.iter().zip(self.flags.iter_mut()) {
+            if pick(e) {
+                *f |= flag;
+                n += 1;
+            }
+        }
+        n
+    }
 }
 
 /// Picks the endpoints of one service port (`endpoints` sorted by endpoint string, as the
@@ -64,99 +130,56 @@ pub fn categorize_endpoints<'a>(
     node: &NodeTopology,
 ) -> EndpointSets<'a> {
     let mut sets = EndpointSets {
-        cluster: Vec::new(),
-        local: Vec::new(),
-        all: Vec::new(),
+        endpoints,
+        flags: vec![0; endpoints.len()],
+        cluster_len: 0,
+        local_len: 0,
+        all_len: 0,
         has_any: false,
         topology: TopologyMode::None,
     };
     if endpoints.is_empty() {
         return sets;
     }
-    let uses_cluster = svc.uses_cluster_endpoints();
-    let uses_local = svc.uses_local_endpoints();
-
-    if uses_cluster {
-        sets.topology = topology_mode(endpoints, node);
-        sets.cluster = endpoints
-            .iter()
-            .filter(|ep| ep.ready && available_for_topology(ep, sets.topology, node))
-            .collect();
-        if sets.cluster.is_empty() {
-            sets.cluster = endpoints
-                .iter()
-                .filter(|ep| ep.serving && ep.terminating)
-                .collect();
+    if svc.uses_cluster_endpoints() {
+        let mode = topology_mode(endpoints, node);
+        sets.topology = mode;
+        sets.cluster_len = sets.mark(CLUSTER, |ep| {
+            ep.ready && available_for_topology(ep, mode, node)
+        });
+        if sets.cluster_len == 0 {
+            // Nothing ready (anywhere, or topology would have been ignored): fall back to
+            // serving-terminating endpoints, on any node.
+            sets.cluster_len = sets.mark(CLUSTER, |ep| ep.serving && ep.terminating);
         }
-        sets.has_any = !sets.cluster.is_empty();
+        sets.has_any = sets.cluster_len > 0;
     }
-    if !uses_local {
-        sets.all = sets.cluster.clone();
-        return sets;
-    }
-
-    let mut local_ready = false;
-    let mut local_serving_terminating = false;
-    for ep in endpoints {
-        if ep.ready {
-            sets.has_any = true;
-            local_ready |= ep.is_local;
-        } else if ep.serving && ep.terminating {
-            sets.has_any = true;
-            local_serving_terminating |= ep.is_local;
+    if svc.uses_local_endpoints() {
+        let mut local_ready = false;
+        let mut local_serving_terminating = false;
+        for ep in endpoints {
+            if ep.ready {
+                sets.has_any = true;
+                local_ready |= ep.is_local;
+            } else if ep.serving && ep.terminating {
+                sets.has_any = true;
+                local_serving_terminating |= ep.is_local;
+            }
         }
+        // Topology hints never filter local endpoints; local serving-terminating ones are
+        // used only when no local endpoint is ready.
+        sets.local_len = if local_ready {
+            sets.mark(LOCAL, |ep| ep.is_local && ep.ready)
+        } else if local_serving_terminating {
+            sets.mark(LOCAL, |ep| ep.is_local && ep.serving && ep.terminating)
+        } else {
+            0
+        };
     }
-    let mut terminating_fallback = false;
-    if local_ready {
-        sets.local = endpoints
-            .iter()
-            .filter(|ep| ep.is_local && ep.ready)
-            .collect();
-    } else if local_serving_terminating {
-        terminating_fallback = true;
-        sets.local = endpoints
-            .iter()
-            .filter(|ep| ep.is_local && ep.serving && ep.terminating)
-            .collect();
-    }
-
-    if !uses_cluster {
-        sets.all = sets.local.clone();
-        return sets;
-    }
-    if sets.topology == TopologyMode::None && !terminating_fallback {
-        // Every ready endpoint is a cluster endpoint, so `cluster` includes `local`.
-        sets.all = sets.cluster.clone();
-        return sets;
-    }
-    sets.all = merge_sorted(&sets.cluster, &sets.local);
+    // The union: without topology or terminating fallback the cluster set already holds the
+    // local one; otherwise both contribute (upstream merges them).
+    sets.all_len = sets.flags.iter().filter(|f| **f != 0).count();
     sets
-}
-
-/// The union of two lists sorted by endpoint string, sorted and without duplicates.
-fn merge_sorted<'a>(a: &[&'a EndpointInfo], b: &[&'a EndpointInfo]) -> Vec<&'a EndpointInfo> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        match a[i].endpoint_str().cmp(b[j].endpoint_str()) {
-            std::cmp::Ordering::Less => {
-                out.push(a[i]);
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                out.push(b[j]);
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                out.push(a[i]);
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
-    out
 }
 
 /// Upstream `topologyModeFromHints`: hints are used only if *every* ready endpoint carries
@@ -239,8 +262,8 @@ mod tests {
         e
     }
 
-    fn ips(v: &[&EndpointInfo]) -> Vec<String> {
-        v.iter().map(|e| e.ip().to_string()).collect()
+    fn ips<'a>(v: impl Iterator<Item = &'a EndpointInfo>) -> Vec<String> {
+        v.map(|e| e.ip().to_string()).collect()
     }
 
     fn node() -> NodeTopology {
@@ -254,7 +277,7 @@ mod tests {
     #[test]
     fn no_endpoints() {
         let s = categorize_endpoints(&[], &svc(false, false, 0), &node());
-        assert!(!s.has_any && s.all.is_empty());
+        assert!(!s.has_any && s.all_len() == 0);
     }
 
     #[test]
@@ -266,9 +289,9 @@ mod tests {
             ep("10.0.0.4", "U", &[], &[]),
         ];
         let s = categorize_endpoints(&eps, &svc(false, false, 0), &node());
-        assert_eq!(ips(&s.cluster), ["10.0.0.1", "10.0.0.2"]);
-        assert!(s.local.is_empty());
-        assert_eq!(ips(&s.all), ["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(ips(s.cluster()), ["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(s.local_len(), 0);
+        assert_eq!(ips(s.all()), ["10.0.0.1", "10.0.0.2"]);
         assert!(s.has_any);
     }
 
@@ -280,7 +303,7 @@ mod tests {
             ep("10.0.0.3", "U", &[], &[]),
         ];
         let s = categorize_endpoints(&eps, &svc(false, false, 0), &node());
-        assert_eq!(ips(&s.cluster), ["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(ips(s.cluster()), ["10.0.0.1", "10.0.0.2"]);
         assert!(s.has_any);
     }
 
@@ -289,7 +312,7 @@ mod tests {
         let eps = [ep("10.0.0.1", "U", &[], &[])];
         let s = categorize_endpoints(&eps, &svc(false, true, 30000), &node());
         assert!(!s.has_any);
-        assert!(s.all.is_empty());
+        assert_eq!(s.all_len(), 0);
     }
 
     #[test]
@@ -299,13 +322,13 @@ mod tests {
             ep("10.0.0.2", "RL", &[], &[]),
         ];
         let s = categorize_endpoints(&eps, &svc(true, false, 0), &node());
-        assert!(s.cluster.is_empty());
-        assert_eq!(ips(&s.local), ["10.0.0.2"]);
-        assert_eq!(ips(&s.all), ["10.0.0.2"]);
+        assert_eq!(s.cluster_len(), 0);
+        assert_eq!(ips(s.local()), ["10.0.0.2"]);
+        assert_eq!(ips(s.all()), ["10.0.0.2"]);
         // No local endpoint: none reachable, but some exist (DROP, not REJECT).
         let eps = [ep("10.0.0.1", "R", &[], &[])];
         let s = categorize_endpoints(&eps, &svc(true, false, 0), &node());
-        assert!(s.local.is_empty() && s.all.is_empty() && s.has_any);
+        assert!(s.local_len() == 0 && s.all_len() == 0 && s.has_any);
     }
 
     #[test]
@@ -315,9 +338,9 @@ mod tests {
             ep("10.0.0.2", "RL", &[], &[]),
         ];
         let s = categorize_endpoints(&eps, &svc(false, true, 30000), &node());
-        assert_eq!(ips(&s.cluster), ["10.0.0.1", "10.0.0.2"]);
-        assert_eq!(ips(&s.local), ["10.0.0.2"]);
-        assert_eq!(ips(&s.all), ["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(ips(s.cluster()), ["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(ips(s.local()), ["10.0.0.2"]);
+        assert_eq!(ips(s.all()), ["10.0.0.1", "10.0.0.2"]);
     }
 
     #[test]
@@ -328,9 +351,9 @@ mod tests {
             ep("10.0.0.2", "TL", &[], &[]),
         ];
         let s = categorize_endpoints(&eps, &svc(false, true, 30000), &node());
-        assert_eq!(ips(&s.cluster), ["10.0.0.1"]);
-        assert_eq!(ips(&s.local), ["10.0.0.2"]);
-        assert_eq!(ips(&s.all), ["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(ips(s.cluster()), ["10.0.0.1"]);
+        assert_eq!(ips(s.local()), ["10.0.0.2"]);
+        assert_eq!(ips(s.all()), ["10.0.0.1", "10.0.0.2"]);
     }
 
     #[test]
@@ -342,7 +365,7 @@ mod tests {
         ];
         let s = categorize_endpoints(&eps, &svc(false, false, 0), &node());
         assert_eq!(s.topology, TopologyMode::PreferSameZone);
-        assert_eq!(ips(&s.cluster), ["10.0.0.1", "10.0.0.3"]);
+        assert_eq!(ips(s.cluster()), ["10.0.0.1", "10.0.0.3"]);
         // One ready endpoint without hints: hints are ignored.
         let eps = [
             ep("10.0.0.1", "R", &["zone-a"], &[]),
@@ -350,7 +373,7 @@ mod tests {
         ];
         let s = categorize_endpoints(&eps, &svc(false, false, 0), &node());
         assert_eq!(s.topology, TopologyMode::None);
-        assert_eq!(s.cluster.len(), 2);
+        assert_eq!(s.cluster_len(), 2);
         // No endpoint for our zone: hints are ignored.
         let eps = [ep("10.0.0.2", "R", &["zone-b"], &[])];
         let s = categorize_endpoints(&eps, &svc(false, false, 0), &node());
@@ -362,7 +385,7 @@ mod tests {
         ];
         let s = categorize_endpoints(&eps, &svc(false, false, 0), &node());
         assert_eq!(s.topology, TopologyMode::PreferSameZone);
-        assert_eq!(ips(&s.cluster), ["10.0.0.1"]);
+        assert_eq!(ips(s.cluster()), ["10.0.0.1"]);
         // A node without a zone label never matches zone hints.
         let mut n = node();
         n.zone = None;
@@ -379,12 +402,12 @@ mod tests {
         ];
         let s = categorize_endpoints(&eps, &svc(false, false, 0), &node());
         assert_eq!(s.topology, TopologyMode::PreferSameNode);
-        assert_eq!(ips(&s.cluster), ["10.0.0.1"]);
+        assert_eq!(ips(s.cluster()), ["10.0.0.1"]);
         let mut n = node();
         n.prefer_same_node_hints = false;
         let s = categorize_endpoints(&eps, &svc(false, false, 0), &n);
         assert_eq!(s.topology, TopologyMode::PreferSameZone);
-        assert_eq!(s.cluster.len(), 2);
+        assert_eq!(s.cluster_len(), 2);
     }
 
     #[test]
@@ -395,9 +418,9 @@ mod tests {
             ep("10.0.0.2", "RL", &["zone-b"], &[]),
         ];
         let s = categorize_endpoints(&eps, &svc(false, true, 30000), &node());
-        assert_eq!(ips(&s.cluster), ["10.0.0.1"]);
-        assert_eq!(ips(&s.local), ["10.0.0.2"]);
-        assert_eq!(ips(&s.all), ["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(ips(s.cluster()), ["10.0.0.1"]);
+        assert_eq!(ips(s.local()), ["10.0.0.2"]);
+        assert_eq!(ips(s.all()), ["10.0.0.1", "10.0.0.2"]);
         let _ = IpFamily::V4;
     }
 }

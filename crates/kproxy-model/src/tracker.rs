@@ -19,17 +19,57 @@ pub struct ServiceState {
     /// Endpoint lists by (port name, protocol), each sorted by endpoint string. Lists exist
     /// for every port of the Service's EndpointSlices, matched by a Service port or not.
     pub endpoints: BTreeMap<PortKey, Arc<[EndpointInfo]>>,
+    /// `port_endpoints[i]` is the list of `ports[i]` (shared with `endpoints`).
+    port_endpoints: Vec<Option<Arc<[EndpointInfo]>>>,
 }
 
 impl ServiceState {
+    fn new(
+        ports: Vec<Arc<ServicePortInfo>>,
+        endpoints: BTreeMap<PortKey, Arc<[EndpointInfo]>>,
+    ) -> ServiceState {
+        let port_endpoints = ports
+            .iter()
+            .map(|p| {
+                endpoints
+                    .iter()
+                    .find(|((name, proto), _)| *name == p.name.port && *proto == p.name.protocol)
+                    .map(|(_, eps)| Arc::clone(eps))
+            })
+            .collect();
+        ServiceState {
+            ports,
+            endpoints,
+            port_endpoints,
+        }
+    }
+
     /// The endpoints of one of this Service's ports (empty if none).
     pub fn endpoints_of(&self, port: &ServicePortInfo) -> &[EndpointInfo] {
-        // A Service has few ports: a linear probe avoids building an owned key.
-        self.endpoints
+        self.endpoint_list(port).map(|eps| &eps[..]).unwrap_or(&[])
+    }
+
+    /// The shared endpoint list of one of this Service's ports. A list is shared (the same
+    /// allocation) for as long as it does not change, so callers can cache work per list
+    /// and check it with [`Arc::ptr_eq`].
+    pub fn endpoint_list(&self, port: &ServicePortInfo) -> Option<&Arc<[EndpointInfo]>> {
+        self.ports
             .iter()
-            .find(|((name, proto), _)| *name == port.name.port && *proto == port.name.protocol)
-            .map(|(_, eps)| &eps[..])
-            .unwrap_or(&[])
+            .position(|p| std::ptr::eq(&**p, port) || **p == *port)
+            .and_then(|i| self.port_endpoints[i].as_ref())
+    }
+
+    /// Each port with its shared endpoint list, in port order.
+    pub fn ports_with_endpoints(
+        &self,
+    ) -> impl Iterator<Item = (&Arc<ServicePortInfo>, Option<&Arc<[EndpointInfo]>>)> {
+        self.ports
+            .iter()
+            .zip(self.port_endpoints.iter().map(Option::as_ref))
+    }
+
+    fn port_endpoint_count(&self) -> usize {
+        self.port_endpoints.iter().flatten().map(|e| e.len()).sum()
     }
 
     fn is_empty(&self) -> bool {
@@ -38,18 +78,32 @@ impl ServiceState {
 }
 
 /// The committed state of one family's proxier: every Service and its endpoints.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ProxyState {
     services: BTreeMap<ServiceName, ServiceState>,
+    generation: u64,
+    service_ports: usize,
+    total_endpoints: usize,
 }
+
+impl PartialEq for ProxyState {
+    /// Two states are equal when they hold the same Services and endpoints, whatever
+    /// their history (generation).
+    fn eq(&self, other: &Self) -> bool {
+        self.services == other.services
+    }
+}
+
+impl Eq for ProxyState {}
 
 impl ProxyState {
     /// Every service port with its endpoints, ordered by (namespace, name, port name,
     /// protocol).
     pub fn service_ports(&self) -> impl Iterator<Item = (&Arc<ServicePortInfo>, &[EndpointInfo])> {
-        self.services
-            .values()
-            .flat_map(|s| s.ports.iter().map(move |p| (p, s.endpoints_of(p))))
+        self.services.values().flat_map(|s| {
+            s.ports_with_endpoints()
+                .map(|(p, eps)| (p, eps.map(|e| &e[..]).unwrap_or(&[])))
+        })
     }
 
     /// Every Service that has ports or endpoints, in name order.
@@ -64,13 +118,33 @@ impl ProxyState {
 
     /// The number of service ports.
     pub fn service_port_count(&self) -> usize {
-        self.services.values().map(|s| s.ports.len()).sum()
+        self.service_ports
     }
 
     /// Σ over service ports of the number of their endpoints, whatever their condition
     /// (what decides upstream's large-cluster mode).
     pub fn total_endpoints(&self) -> usize {
-        self.service_ports().map(|(_, eps)| eps.len()).sum()
+        self.total_endpoints
+    }
+
+    /// Counts commits: every [`ChangeTracker::commit`] increments it. [`Changes`] say which
+    /// generation they lead from and to, so a consumer that caches per-Service work can
+    /// tell whether a set of changes is exactly what happened since it last looked.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn insert(&mut self, name: ServiceName, service: ServiceState) {
+        self.service_ports += service.ports.len();
+        self.total_endpoints += service.port_endpoint_count();
+        self.services.insert(name, service);
+    }
+
+    fn remove(&mut self, name: &ServiceName) -> Option<ServiceState> {
+        let old = self.services.remove(name)?;
+        self.service_ports -= old.ports.len();
+        self.total_endpoints -= old.port_endpoint_count();
+        Some(old)
     }
 
     /// For each Service with a health-check node port: that port (upstream
@@ -110,6 +184,11 @@ impl ProxyState {
 /// What changed in one [`ChangeTracker::commit`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
+    /// The state generation these changes apply to ([`ProxyState::generation`] before the
+    /// commit). [`Changes::UNKNOWN_BASE`] when they were not made by one commit.
+    pub base_generation: u64,
+    /// The state generation after the commit.
+    pub generation: u64,
     /// Services whose proxied view changed: their ports, or their endpoints. A partial sync
     /// rewrites exactly these Services' chains.
     pub services: BTreeSet<ServiceName>,
@@ -123,6 +202,20 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// The `base_generation` of changes that do not come from a single commit.
+    pub const UNKNOWN_BASE: u64 = u64::MAX;
+
+    /// Changes to `services` of unknown origin (not one commit): consumers must not assume
+    /// they are all that changed.
+    pub fn of_services(services: BTreeSet<ServiceName>) -> Changes {
+        Changes {
+            base_generation: Changes::UNKNOWN_BASE,
+            generation: Changes::UNKNOWN_BASE,
+            services,
+            ..Changes::default()
+        }
+    }
+
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
         self.services.is_empty()
@@ -291,13 +384,17 @@ impl ChangeTracker {
     /// The cost is proportional to the size of the Services that had events, not to the
     /// size of the cluster.
     pub fn commit(&mut self) -> Changes {
+        let base = self.state.generation;
+        self.state.generation += 1;
         let mut changes = Changes {
+            base_generation: base,
+            generation: self.state.generation,
             trigger_times: std::mem::take(&mut self.trigger_times),
             ..Changes::default()
         };
         for name in std::mem::take(&mut self.dirty) {
             let new = self.compute(&name);
-            let old = self.state.services.remove(&name).unwrap_or_default();
+            let old = self.state.remove(&name).unwrap_or_default();
             let ports_changed = old.ports != new.ports;
             let endpoints_changed = old.endpoints != new.endpoints;
             if ports_changed || endpoints_changed {
@@ -319,7 +416,7 @@ impl ChangeTracker {
                 old
             };
             if !keep.is_empty() {
-                self.state.services.insert(name, keep);
+                self.state.insert(name, keep);
             }
         }
         changes
@@ -352,6 +449,6 @@ impl ChangeTracker {
             .into_iter()
             .map(|(k, v)| (k, Arc::from(v)))
             .collect();
-        ServiceState { ports, endpoints }
+        ServiceState::new(ports, endpoints)
     }
 }

@@ -303,5 +303,9 @@ proptest! {
         }
         other.commit();
         prop_assert_eq!(reference.state(), other.state());
+        // The running totals match a recount.
+        let st = other.state();
+        prop_assert_eq!(st.total_endpoints(), st.service_ports().map(|(_, e)| e.len()).sum::<usize>());
+        prop_assert_eq!(st.service_port_count(), st.service_ports().count());
     }
 }
