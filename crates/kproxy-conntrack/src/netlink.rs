@@ -290,8 +290,31 @@ pub(crate) fn split_messages(datagram: &[u8]) -> impl Iterator<Item = Result<&[u
     })
 }
 
+/// `NLMSG_MIN_TYPE`: types below it are netlink control messages (`NLMSG_NOOP`,
+/// `NLMSG_ERROR`, `NLMSG_DONE`, `NLMSG_OVERRUN`).
+const NLMSG_MIN_TYPE: u16 = 0x10;
+/// `NFNL_SUBSYS_CTNETLINK` (include/uapi/linux/netfilter/nfnetlink.h).
+const NFNL_SUBSYS_CTNETLINK: u8 = 1;
+/// `NFNL_SUBSYS_ACCT`.
+const NFNL_SUBSYS_ACCT: u8 = 7;
+
 /// Decodes one complete netlink message (header included).
+///
+/// Only control messages and the two subsystems this crate talks to are decoded. Anything
+/// else is refused before it reaches netlink-packet-netfilter, whose parsers for other
+/// subsystems (nftables) can panic on malformed input (found by the `conntrack_flow` fuzz
+/// target).
 pub(crate) fn decode_message(raw: &[u8]) -> Result<NetlinkMessage<NetfilterMessage>> {
+    if let Some(ty) = raw.get(4..6) {
+        let ty = u16::from_ne_bytes([ty[0], ty[1]]);
+        let subsys = (ty >> 8) as u8;
+        if ty >= NLMSG_MIN_TYPE && subsys != NFNL_SUBSYS_CTNETLINK && subsys != NFNL_SUBSYS_ACCT {
+            return Err(Error::Decode {
+                what: "netlink message",
+                reason: format!("message type {ty:#06x} is not from ctnetlink or nfacct"),
+            });
+        }
+    }
     NetlinkMessage::<NetfilterMessage>::deserialize(raw).map_err(|e| Error::Decode {
         what: "netlink message",
         reason: e.to_string(),
@@ -333,6 +356,37 @@ mod tests {
         }
         assert_eq!(split_messages(&[]).count(), 0);
     }
+
+    #[test]
+    fn other_subsystems_are_refused_undecoded() {
+        for crash in FUZZ_CRASHES {
+            assert!(matches!(decode_message(crash), Err(Error::Decode { .. })));
+        }
+        // ctnetlink, nfacct and control messages still decode.
+        for ty in [0x0100u16, 0x0700, 3] {
+            let mut m = header(20, ty);
+            m.extend_from_slice(&[0, 0, 0, 0]);
+            assert!(decode_message(&m).is_ok(), "{ty:#x}");
+        }
+    }
+
+    /// Inputs the fuzz target found (nftables set messages that crash the upstream parser).
+    const FUZZ_CRASHES: &[&[u8]] = &[
+        &[
+            51, 0, 0, 0, 9, 10, 0, 0, 5, 24, 0, 5, 28, 0, 2, 128, 5, 0, 1, 0, 6, 0, 17, 0, 2, 0, 0,
+            0, 20, 233, 0, 0, 6, 0, 2, 0, 10, 0, 0, 5, 28, 0, 96, 1, 10, 28, 0, 2, 128, 177, 64, 0,
+            255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+            255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+            255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 0, 0, 0, 5,
+        ],
+        &[
+            0x33, 0x00, 0x00, 0x00, 0x09, 0x0a, 0x00, 0x00, 0x05, 0x18, 0x00, 0x05, 0x1c, 0x11,
+            0x00, 0x00, 0x00, 0x00, 0x02, 0x80, 0x05, 0x00, 0x11, 0x00, 0x01, 0x00, 0x11, 0x00,
+            0x00, 0x00, 0x06, 0x00, 0x02, 0x00, 0x14, 0x25, 0x00, 0x00, 0x06, 0x00, 0x02, 0x00,
+            0x0a, 0x00, 0x00, 0x05, 0x1c, 0x00, 0x60, 0x01, 0x0a, 0x1c, 0x00, 0x02, 0x80, 0x00,
+            0x40, 0x00, 0x00, 0x00, 0x00, 0x05,
+        ],
+    ];
 
     #[test]
     fn kernel_error_keeps_errno() {
