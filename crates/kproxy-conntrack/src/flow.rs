@@ -168,6 +168,8 @@ impl fmt::Display for Tuple {
 /// For a UDP datagram from `10.0.0.5:40000` to a service `10.96.0.10:53` DNATed to
 /// `10.244.1.7:5353`, `original` is `10.0.0.5:40000 -> 10.96.0.10:53` and `reply` is
 /// `10.244.1.7:5353 -> 10.0.0.5:40000`.
+///
+/// Equality and hashing take every field, `id` and `zone` included.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Flow {
@@ -509,6 +511,16 @@ mod tests {
         use std::collections::HashSet;
         let set: HashSet<_> = [Protocol::Udp, Protocol::Other(17)].into();
         assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn public_types_can_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Flow>();
+        send_sync::<Error>();
+        send_sync::<crate::Conntrack>();
+        send_sync::<crate::nfacct::NfAcct>();
+        send_sync::<crate::StaleFlowFilter>();
     }
 
     #[test]

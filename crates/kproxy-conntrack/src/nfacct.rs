@@ -181,6 +181,9 @@ impl NfAcct {
 
     /// Creates the counter `name` if it does not exist. Returns `true` if it was created,
     /// `false` if it already existed (its values are kept).
+    ///
+    /// Any error (a kernel without nfacct, no `CAP_NET_ADMIN`, an invalid name) means rules
+    /// must not use `-m nfacct --nfacct-name name`: iptables would refuse them.
     pub fn ensure(&mut self, name: &str) -> Result<bool> {
         let request = new_request(name)?;
         match self
