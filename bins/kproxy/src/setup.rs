@@ -1,0 +1,137 @@
+//! From the effective configuration, the node and the host to each mode's settings.
+
+use std::net::IpAddr;
+
+use anyhow::{Context, Result, bail};
+use ipnet::IpNet;
+use kproxy_iptables::{Config as IptablesConfig, LocalDetector, NodePortAddresses};
+use kproxy_model::ip::parse_cidr_sloppy;
+use kproxy_model::{IpFamily, Node, NodeTopology};
+
+use crate::config::{KubeProxyConfiguration, LocalMode, NODE_PORT_ADDRESSES_PRIMARY};
+
+/// Host facts that shape the ruleset, read once at start-up.
+#[derive(Debug, Clone)]
+pub struct HostFacts {
+    /// MASQUERADE supports `--random-fully`.
+    pub random_fully: bool,
+    /// `nf_conntrack_tcp_be_liberal` is set.
+    pub tcp_be_liberal: bool,
+    /// The nfacct counters exist (or will be created).
+    pub nfacct: bool,
+}
+
+impl HostFacts {
+    /// Reads the facts from this host.
+    pub fn detect() -> HostFacts {
+        HostFacts {
+            random_fully: crate::host::random_fully_supported(),
+            tcp_be_liberal: crate::host::conntrack_tcp_be_liberal(),
+            nfacct: true,
+        }
+    }
+}
+
+/// The node name kube-proxy would use: `hostnameOverride`, else the host name.
+pub fn node_name(cfg: &KubeProxyConfiguration) -> String {
+    if cfg.hostname_override.trim().is_empty() {
+        crate::host::hostname()
+    } else {
+        cfg.hostname_override.trim().to_lowercase()
+    }
+}
+
+/// The local-traffic detector of `family` (upstream `getLocalDetectors`).
+pub fn local_detector(
+    cfg: &KubeProxyConfiguration,
+    family: IpFamily,
+    node: &Node,
+) -> Result<LocalDetector> {
+    Ok(match cfg.detect_local_mode {
+        LocalMode::ClusterCidr | LocalMode::Unset => {
+            let mut found = None;
+            for cidr in cfg
+                .cluster_cidr
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            {
+                let net = parse_cidr_sloppy(cidr)
+                    .with_context(|| format!("clusterCIDR: invalid CIDR {cidr:?}"))?;
+                if family.contains(&net.addr()) && found.is_none() {
+                    found = Some(net);
+                }
+            }
+            found.map(LocalDetector::Cidr).unwrap_or_default()
+        }
+        LocalMode::NodeCidr => node
+            .pod_cidr(family)
+            .map(LocalDetector::Cidr)
+            .unwrap_or_default(),
+        LocalMode::BridgeInterface => {
+            LocalDetector::BridgeInterface(cfg.detect_local.bridge_interface.clone())
+        }
+        LocalMode::InterfaceNamePrefix => {
+            LocalDetector::InterfaceNamePrefix(cfg.detect_local.interface_name_prefix.clone())
+        }
+        LocalMode::Other(ref other) => bail!("detectLocalMode: unknown mode {other:?}"),
+    })
+}
+
+/// `nodePortAddresses` of `family`.
+pub fn nodeport_addresses(
+    cfg: &KubeProxyConfiguration,
+    family: IpFamily,
+    primary_ip: Option<IpAddr>,
+) -> Result<NodePortAddresses> {
+    let mut cidrs: Vec<IpNet> = Vec::new();
+    let mut primary = false;
+    for entry in &cfg.node_port_addresses {
+        if entry == NODE_PORT_ADDRESSES_PRIMARY {
+            primary = true;
+            continue;
+        }
+        cidrs.push(
+            parse_cidr_sloppy(entry)
+                .with_context(|| format!("nodePortAddresses: invalid CIDR {entry:?}"))?,
+        );
+    }
+    Ok(NodePortAddresses::new(family, &cidrs, primary, primary_ip))
+}
+
+/// The iptables compiler's configuration for `family` on `node`.
+pub fn iptables_config(
+    cfg: &KubeProxyConfiguration,
+    family: IpFamily,
+    node: &Node,
+    host: &HostFacts,
+) -> Result<IptablesConfig> {
+    let bit = cfg.masquerade_bit();
+    if !(0..=31).contains(&bit) {
+        bail!("iptables.masqueradeBit: must be in the range [0, 31], got {bit}");
+    }
+    let primary_ip = node.primary_ip(family);
+    let (sync_period, _) = cfg.sync_periods();
+    let mut c = IptablesConfig::new(family, &node.name);
+    c.masquerade_mark = IptablesConfig::mark_for_bit(bit as u32);
+    c.masquerade_all = cfg.masquerade_all();
+    c.local_detector = local_detector(cfg, family, node)?;
+    c.localhost_nodeports = cfg.iptables.localhost_node_ports.unwrap_or(true);
+    c.nodeport_addresses = nodeport_addresses(cfg, family, primary_ip)?;
+    c.node_ip = primary_ip;
+    c.node = NodeTopology {
+        name: node.name.clone(),
+        zone: node.zone.clone(),
+        prefer_same_node_hints: cfg
+            .feature_gates
+            .get("PreferSameTrafficDistribution")
+            .copied()
+            .unwrap_or(true),
+    };
+    c.random_fully = host.random_fully;
+    c.drop_invalid = !(host.tcp_be_liberal || cfg.conntrack.tcp_be_liberal);
+    c.nfacct_invalid_dropped = host.nfacct;
+    c.nfacct_localhost_nodeports = host.nfacct;
+    c.sync_period = sync_period;
+    Ok(c)
+}
