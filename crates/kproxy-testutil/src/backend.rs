@@ -290,10 +290,12 @@ impl Server {
         loop {
             match listener.accept() {
                 Ok((mut stream, peer)) => {
+                    // Count first: a client that got its answer must find it counted.
+                    self.counters.tcp.fetch_add(1, Ordering::SeqCst);
                     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
                     let _ = stream.write_all(self.line(peer).as_bytes());
-                    self.counters.tcp.fetch_add(1, Ordering::SeqCst);
-                    // Dropping the stream closes it (FIN after the line).
+                    // FIN now, even if a spawning child briefly holds a copy of the descriptor.
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // WouldBlock: drained. Anything else (ECONNABORTED, EMFILE): try again on the
@@ -308,8 +310,8 @@ impl Server {
         loop {
             match socket.recv_from(&mut buf) {
                 Ok((_, peer)) => {
-                    let _ = socket.send_to(self.line(peer).as_bytes(), peer);
                     self.counters.udp.fetch_add(1, Ordering::SeqCst);
+                    let _ = socket.send_to(self.line(peer).as_bytes(), peer);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return,

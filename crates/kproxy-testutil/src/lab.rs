@@ -5,6 +5,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -22,6 +23,9 @@ const GATEWAY_HOST: u32 = 1;
 const FIRST_POD_HOST: u32 = 10;
 /// The node's link-local address on every pod link: the pods' IPv6 default gateway.
 const POD_GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+/// How long to wait for IPv6 addresses to become usable (normally a few milliseconds).
+const IPV6_READY: Duration = Duration::from_secs(10);
 
 /// Name of the node-network interface in the node, node2 and the client.
 pub const LAN_IF: &str = "eth0";
@@ -403,6 +407,10 @@ impl Lab {
             format!("route add default via {}", node.v6),
         ])?;
 
+        for ns in [&node, &node2, &client] {
+            ns.wait_ipv6_ready(IPV6_READY)?;
+        }
+
         let mut lab = Lab {
             node,
             node2,
@@ -501,6 +509,8 @@ impl Lab {
             format!("route add default via {gateway_v4} dev {POD_IF}"),
             format!("route add default via {gw6} dev {POD_IF}"),
         ])?;
+        node.wait_ipv6_ready(IPV6_READY)?;
+        ns.wait_ipv6_ready(IPV6_READY)?;
         Ok(Pod {
             ns,
             v4,
@@ -525,6 +535,9 @@ impl Lab {
         };
         self.node
             .ip_batch(&[format!("addr add {ip}/{prefix} dev {NODE_ADDR_IF}{nodad}")])?;
+        if ip.is_ipv6() {
+            self.node.wait_ipv6_ready(IPV6_READY)?;
+        }
         self.node2
             .ip_batch(&[format!("route replace {ip}/{prefix} via {via}")])
     }

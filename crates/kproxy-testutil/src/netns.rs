@@ -3,6 +3,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, setns};
 
@@ -102,10 +103,77 @@ impl Netns {
         Ok(())
     }
 
+    /// Waits until every IPv6 address in this namespace is usable: not tentative, and with
+    /// its `local` route installed.
+    ///
+    /// Even an address added with `nodad` gets its local route from a kernel work item that
+    /// runs a little after `ip addr add` returns; until then traffic to it is routed like
+    /// traffic to any other address. The interfaces must be up (addresses on a down interface
+    /// never get there). Takes a few milliseconds; errors after `timeout`.
+    pub fn wait_ipv6_ready(&self, timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out =
+                self.run_ip_batch_with(&["-6", "-o"], "addr show\nroute show table local\n")?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut addrs = Vec::new();
+            let mut local = std::collections::HashSet::new();
+            let mut tentative = Vec::new();
+            for line in text.lines() {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                if let Some(i) = words.iter().position(|w| *w == "inet6") {
+                    let (Some(dev), Some(addr)) = (words.get(1), words.get(i + 1)) else {
+                        continue;
+                    };
+                    let addr = addr.split('/').next().unwrap_or(addr);
+                    let dev = dev.split('@').next().unwrap_or(dev);
+                    if words.contains(&"tentative") {
+                        tentative.push(format!("{addr} on {dev}"));
+                    }
+                    addrs.push((addr.to_owned(), dev.to_owned()));
+                } else if words.first() == Some(&"local") {
+                    let dev = words
+                        .iter()
+                        .position(|w| *w == "dev")
+                        .and_then(|i| words.get(i + 1));
+                    if let (Some(addr), Some(dev)) = (words.get(1), dev) {
+                        local.insert((addr.to_string(), dev.to_string()));
+                    }
+                }
+            }
+            let missing: Vec<String> = addrs
+                .iter()
+                .filter(|a| !local.contains(*a))
+                .map(|(a, d)| format!("{a} on {d}"))
+                .collect();
+            if out.status.success() && missing.is_empty() && tentative.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "IPv6 addresses in {} not ready after {timeout:?}: tentative {tentative:?}, \
+                         no local route {missing:?} ({})",
+                        self.name,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     fn run_ip_batch(&self, script: &str) -> io::Result<Output> {
+        self.run_ip_batch_with(&[], script)
+    }
+
+    fn run_ip_batch_with(&self, opts: &[&str], script: &str) -> io::Result<Output> {
         use std::io::Write;
         let mut child = Command::new("ip")
-            .args(["-n", &self.name, "-batch", "-"])
+            .args(["-n", &self.name])
+            .args(opts)
+            .args(["-batch", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -439,6 +439,9 @@ fn tcp_once(source: Option<SocketAddr>, target: SocketAddr, timeout: Duration) -
             }
         }
     }
+    // Close now, even if a spawning child briefly holds a copy of the descriptor: a probe from
+    // the same fixed source port may follow at once and needs the 4-tuple free.
+    let _ = stream.shutdown(std::net::Shutdown::Both);
     parse_reply(&buf)
 }
 

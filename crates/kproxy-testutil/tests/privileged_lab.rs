@@ -42,9 +42,14 @@ fn assert_both(from: &Netns, target: SocketAddr, backend: &str, peer_ip: IpAddr)
     assert_answer(&r, backend, peer_ip);
 }
 
-fn netns_list() -> String {
+/// The names `ip netns list` shows (each line is a name, maybe followed by an id).
+fn netns_list() -> Vec<String> {
     let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
@@ -62,7 +67,10 @@ fn namespaces_exist_with_short_interface_names_and_go_away_on_drop() {
     );
     let listed = netns_list();
     for (role, ns) in lab.namespaces() {
-        assert!(listed.contains(ns.name()), "{role} missing from {listed}");
+        assert!(
+            listed.iter().any(|n| n == ns.name()),
+            "{role} missing from {listed:?}"
+        );
         let links = ns.ip(&["-o", "link"]).unwrap();
         for line in links.lines() {
             let name = line.split(':').nth(1).unwrap().trim();
@@ -81,7 +89,7 @@ fn namespaces_exist_with_short_interface_names_and_go_away_on_drop() {
     drop(lab);
     let listed = netns_list();
     for name in namespaces {
-        assert!(!listed.contains(&name), "{name} left behind: {listed}");
+        assert!(!listed.contains(&name), "{name} left behind: {listed:?}");
     }
 }
 

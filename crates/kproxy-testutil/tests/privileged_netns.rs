@@ -73,6 +73,12 @@ fn sysctls_are_per_namespace_and_limited_to_net() {
 #[test]
 fn ip_and_ip_batch_run_against_the_namespace() {
     let ns = Netns::new("ipb").unwrap();
+    // No duplicate address detection (a second or two per address otherwise).
+    ns.sysctls(&[
+        ("net.ipv6.conf.all.accept_dad", "0"),
+        ("net.ipv6.conf.default.accept_dad", "0"),
+    ])
+    .unwrap();
     ns.ip_batch(&[
         "link add a0 type veth peer name a1",
         "addr add 10.251.0.1/24 dev a0",
@@ -81,8 +87,15 @@ fn ip_and_ip_batch_run_against_the_namespace() {
     .unwrap();
     let addrs = ns.ip(&["-br", "addr", "show", "a0"]).unwrap();
     assert!(addrs.contains("10.251.0.1/24"), "{addrs}");
+    // IPv6 addresses get their local route a moment later; wait_ipv6_ready waits for it.
+    ns.ip_batch(&["link set a1 up", "addr add fd00:251::1/64 dev a0 nodad"])
+        .unwrap();
+    ns.wait_ipv6_ready(std::time::Duration::from_secs(5))
+        .unwrap();
+    let local = ns.ip(&["-6", "route", "show", "table", "local"]).unwrap();
+    assert!(local.contains("local fd00:251::1 dev a0"), "{local}");
     let err = ns
-        .ip_batch(&["link set a1 up", "link set nosuchdev up"])
+        .ip_batch(&["link set a1 down", "link set nosuchdev up"])
         .unwrap_err();
     assert!(err.to_string().contains("nosuchdev"), "{err}");
     assert!(ns.ip_batch(&["link set a0 up\nlink del a0"]).is_err());
