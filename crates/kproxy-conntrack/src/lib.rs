@@ -35,17 +35,17 @@
 //! # Example
 //!
 //! Needs root (`CAP_NET_ADMIN`); deletes stale UDP entries of one service whose only serving
-//! endpoint is now `10.244.2.2`:
+//! endpoint is now `10.244.2.2:5353`:
 //!
 //! ```no_run
-//! use std::net::IpAddr;
+//! use std::net::{IpAddr, SocketAddr};
 //! use kproxy_conntrack::{clean_stale_flows, Conntrack, Family, StaleFlowFilter};
 //!
 //! let cluster_ip: IpAddr = "10.96.0.10".parse().unwrap();
-//! let endpoint: IpAddr = "10.244.2.2".parse().unwrap();
+//! let endpoint: SocketAddr = "10.244.2.2:5353".parse().unwrap();
 //!
 //! let mut filter = StaleFlowFilter::new(); // UDP, as kube-proxy
-//! filter.add_service_port(&[(cluster_ip, 53)], Some(30053), &[endpoint]);
+//! filter.add_service_port_endpoints(&[(cluster_ip, 53)], Some(30053), &[endpoint]);
 //!
 //! let mut ct = Conntrack::new()?;
 //! let stats = clean_stale_flows(&mut ct, Family::Ipv4, &filter)?;

@@ -1,22 +1,31 @@
 //! Stale flow reconciliation, as kube-proxy's conntrack reconciler does it
-//! (`CleanStaleEntries` in `pkg/proxy/conntrack/cleanup.go`, Kubernetes 1.32 and later, with
-//! the fix of kubernetes/kubernetes#139629 for services without endpoints).
+//! (`CleanStaleEntries` in `pkg/proxy/conntrack/cleanup.go`, Kubernetes 1.32 and later,
+//! with the fix of kubernetes/kubernetes#139629 for services without endpoints).
 //!
 //! # The rule
 //!
 //! For every service port of the filter's protocol (UDP, as upstream), the caller gives its
 //! frontends — `clusterIP:port`, each `externalIP:port`, each `loadBalancerIP:port` — its
-//! node port if any, and the IPs of its *serving* endpoints (ready or not, terminating or not:
-//! upstream deliberately ignores traffic policies, topology and terminating state, so that
-//! changing a service does not break its existing flows, as for TCP).
+//! node port if any, and its *serving* endpoints (ready or not, terminating or not: upstream
+//! deliberately ignores traffic policies, topology and terminating state, so that changing a
+//! service does not break its existing flows, as for TCP).
 //!
 //! An entry of the filter's protocol is stale when either
 //!
 //! - its **original destination** `IP:port` is a frontend of a service port, and its
-//!   **reply source IP** is not one of that port's serving endpoint IPs; or
+//!   **reply source** is not one of that port's serving endpoints; or
 //! - its **original destination port** is a service port's node port (whatever the
-//!   destination IP: node ports are reached on every node address), and its **reply source
-//!   IP** is not one of that port's serving endpoint IPs.
+//!   destination IP: node ports are reached on every node address), and its **reply
+//!   source** is not one of that port's serving endpoints.
+//!
+//! "Is a serving endpoint" comes in two strengths, chosen per service port:
+//!
+//! - [`StaleFlowFilter::add_service_port_endpoints`] takes endpoints as `IP:port` and
+//!   compares the reply source address *and port*, as upstream does since Kubernetes 1.33
+//!   (kubernetes/kubernetes#130542): an endpoint that keeps its IP but changes its target
+//!   port leaves stale entries too. Prefer this one.
+//! - [`StaleFlowFilter::add_service_port`] takes endpoint IPs only and compares the reply
+//!   source IP, as Kubernetes 1.32 did.
 //!
 //! The reply source is where the kernel expects answers from, so after DNAT it is the
 //! endpoint the flow is stuck to. An entry that was never DNATed (created while no rule
@@ -27,8 +36,9 @@
 //! A service port with **no** serving endpoints makes every entry to its frontends or node
 //! port stale (kubernetes/kubernetes#139628): such entries keep one-way senders DNATed to a
 //! deleted endpoint forever, because the service's reject rule only sees new flows. Upstream
-//! 1.32 to 1.35 skipped these services; [`StaleFlowFilter::clear_services_without_endpoints`]
-//! restores that behaviour if ever needed.
+//! skipped these services before kubernetes/kubernetes#139629;
+//! [`StaleFlowFilter::clear_services_without_endpoints`] restores that behaviour if ever
+//! needed.
 //!
 //! Entries of other protocols (TCP above all) are never selected. Upstream reconciles UDP
 //! only; [`StaleFlowFilter::with_protocol`] lets a caller reconcile SCTP the same way, which
@@ -40,10 +50,10 @@
 //!
 //! Where upstream would need the same frontend twice (two service ports claiming one
 //! `IP:port`, or one node port; impossible in a valid cluster), this filter takes the union
-//! of their endpoint IPs, so it never deletes a flow to an IP any caller declared serving.
+//! of their endpoints, so it never deletes a flow to an endpoint any caller declared serving.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::conntrack::{Conntrack, DeleteStats};
 use crate::error::Result;
@@ -55,33 +65,40 @@ use crate::flow::{Family, Flow, Protocol};
 /// [`StaleFlowFilter::select`], or hand it to [`clean_stale_flows`].
 ///
 /// ```
-/// use std::net::IpAddr;
+/// use std::net::{IpAddr, SocketAddr};
 /// use kproxy_conntrack::{Flow, Protocol, StaleFlowFilter, Tuple};
 ///
 /// let vip: IpAddr = "10.96.0.10".parse().unwrap();
-/// let alive: IpAddr = "10.244.2.2".parse().unwrap();
-/// let gone: IpAddr = "10.244.1.2".parse().unwrap();
-/// let client: IpAddr = "10.0.0.5".parse().unwrap();
+/// let client: SocketAddr = "10.0.0.5:40000".parse().unwrap();
+/// let alive: SocketAddr = "10.244.2.2:5353".parse().unwrap();
+/// let gone: SocketAddr = "10.244.1.2:5353".parse().unwrap();
 ///
-/// let mut filter = StaleFlowFilter::new();
-/// filter.add_service_port(&[(vip, 53)], Some(30053), &[alive]);
+/// let mut filter = StaleFlowFilter::new(); // UDP
+/// filter.add_service_port_endpoints(&[(vip, 53)], Some(30053), &[alive]);
 ///
-/// let to = |backend: IpAddr| {
-///     Flow::new(
-///         Protocol::Udp,
-///         Tuple { src: client, dst: vip, src_port: 40000, dst_port: 53 },
-///         Tuple { src: backend, dst: client, src_port: 5353, dst_port: 40000 },
-///     )
+/// let to = |backend: SocketAddr| {
+///     let original = Tuple::new(client, SocketAddr::new(vip, 53));
+///     Flow::new(Protocol::Udp, original, Tuple::new(backend, client))
 /// };
 /// assert!(filter.is_stale(&to(gone)));
 /// assert!(!filter.is_stale(&to(alive)));
+/// // Same endpoint IP, old target port: stale too.
+/// assert!(filter.is_stale(&to("10.244.2.2:5300".parse().unwrap())));
 /// ```
 #[derive(Debug, Clone)]
 pub struct StaleFlowFilter {
     protocol: Protocol,
     clear_without_endpoints: bool,
-    by_frontend: HashMap<(IpAddr, u16), HashSet<IpAddr>>,
-    by_node_port: HashMap<u16, HashSet<IpAddr>>,
+    by_frontend: HashMap<(IpAddr, u16), HashSet<Serving>>,
+    by_node_port: HashMap<u16, HashSet<Serving>>,
+}
+
+/// A serving endpoint as the filter compares it with a reply source: an IP with any port
+/// (Kubernetes 1.32) or an exact `IP:port` (1.33 and later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Serving {
+    AnyPort(IpAddr),
+    Exact(IpAddr, u16),
 }
 
 impl Default for StaleFlowFilter {
@@ -109,7 +126,7 @@ impl StaleFlowFilter {
 
     /// Whether service ports with zero serving endpoints have all their entries cleared
     /// (`true`, the default, as upstream since kubernetes/kubernetes#139629) or are ignored
-    /// (`false`, as Kubernetes 1.32 to 1.35). Applies to the service ports added afterwards.
+    /// (`false`, as upstream before that fix). Applies to the service ports added afterwards.
     pub fn clear_services_without_endpoints(&mut self, clear: bool) -> &mut Self {
         self.clear_without_endpoints = clear;
         self
@@ -127,28 +144,55 @@ impl StaleFlowFilter {
 
     /// Adds one service port: its frontends `vips` (`clusterIP:port`, `externalIP:port`,
     /// `loadBalancerIP:port`), its node port (`None` or `Some(0)` for none) and the IPs of
-    /// its serving endpoints.
+    /// its serving endpoints. A reply from a serving endpoint IP keeps the flow whatever the
+    /// port (Kubernetes 1.32); [`add_service_port_endpoints`](Self::add_service_port_endpoints)
+    /// also compares the port, as upstream does today.
     pub fn add_service_port(
         &mut self,
         vips: &[(IpAddr, u16)],
         node_port: Option<u16>,
         serving_endpoint_ips: &[IpAddr],
     ) -> &mut Self {
-        if serving_endpoint_ips.is_empty() && !self.clear_without_endpoints {
+        let serving: Vec<Serving> = serving_endpoint_ips
+            .iter()
+            .map(|ip| Serving::AnyPort(ip.to_canonical()))
+            .collect();
+        self.add(vips, node_port, &serving)
+    }
+
+    /// Adds one service port like [`add_service_port`](Self::add_service_port), with its
+    /// serving endpoints as `IP:targetPort`: a flow is kept only if its reply source address
+    /// *and port* are one of them (Kubernetes 1.33+, kubernetes/kubernetes#130542).
+    pub fn add_service_port_endpoints(
+        &mut self,
+        vips: &[(IpAddr, u16)],
+        node_port: Option<u16>,
+        serving_endpoints: &[SocketAddr],
+    ) -> &mut Self {
+        let serving: Vec<Serving> = serving_endpoints
+            .iter()
+            .map(|ep| Serving::Exact(ep.ip().to_canonical(), ep.port()))
+            .collect();
+        self.add(vips, node_port, &serving)
+    }
+
+    fn add(
+        &mut self,
+        vips: &[(IpAddr, u16)],
+        node_port: Option<u16>,
+        serving: &[Serving],
+    ) -> &mut Self {
+        if serving.is_empty() && !self.clear_without_endpoints {
             return self;
         }
-        let endpoints = || serving_endpoint_ips.iter().map(|ip| ip.to_canonical());
         for &(ip, port) in vips {
             self.by_frontend
                 .entry((ip.to_canonical(), port))
                 .or_default()
-                .extend(endpoints());
+                .extend(serving);
         }
         if let Some(port) = node_port.filter(|&p| p != 0) {
-            self.by_node_port
-                .entry(port)
-                .or_default()
-                .extend(endpoints());
+            self.by_node_port.entry(port).or_default().extend(serving);
         }
         self
     }
@@ -158,10 +202,13 @@ impl StaleFlowFilter {
         if flow.protocol != self.protocol {
             return false;
         }
-        let reply_src = flow.reply.src.to_canonical();
+        let src = flow.reply.src.to_canonical();
+        let any_port = Serving::AnyPort(src);
+        let exact = Serving::Exact(src, flow.reply.src_port);
         let frontend = (flow.original.dst.to_canonical(), flow.original.dst_port);
-        let stale = |endpoints: Option<&HashSet<IpAddr>>| {
-            endpoints.is_some_and(|serving| !serving.contains(&reply_src))
+        let stale = |endpoints: Option<&HashSet<Serving>>| {
+            endpoints
+                .is_some_and(|serving| !serving.contains(&any_port) && !serving.contains(&exact))
         };
         stale(self.by_frontend.get(&frontend))
             || stale(self.by_node_port.get(&flow.original.dst_port))

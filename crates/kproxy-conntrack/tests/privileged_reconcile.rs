@@ -277,7 +277,7 @@ fn node_port_flow_of_a_service_without_endpoints_is_cleared() {
         0
     );
 
-    // Kubernetes 1.32-1.35 behaviour: a service without endpoints is skipped.
+    // Upstream before kubernetes/kubernetes#139629: a service without endpoints is skipped.
     let mut old = StaleFlowFilter::new();
     old.clear_services_without_endpoints(false);
     old.add_service_port(&[(ip("10.96.0.20"), 53)], Some(30053), &[]);
@@ -437,4 +437,63 @@ fn ipv6_reconciliation_deletes_only_flows_to_gone_endpoints() {
         flows.iter().any(|f| f.original.dst_addr() == vip2),
         "{flows:#?}"
     );
+}
+
+/// The endpoint keeps its IP but its target port moves (5353 -> 5354). Comparing IPs only
+/// (Kubernetes 1.32) keeps the stale entry; comparing `IP:port` (1.33+) deletes it, and the
+/// client's next datagram from the same source port reaches the new port.
+#[test]
+fn a_changed_target_port_on_the_same_endpoint_ip_is_reconciled() {
+    let node = Netns::new("tpn").unwrap();
+    let pod = Netns::new("tpp").unwrap();
+    veth(&node, "va", &pod, "eth0").unwrap();
+    sh(&node, &["ip", "addr", "add", "10.244.1.1/24", "dev", "va"]);
+    sh(&pod, &["ip", "addr", "add", "10.244.1.2/24", "dev", "eth0"]);
+    sh(
+        &pod,
+        &["ip", "route", "add", "default", "via", "10.244.1.1"],
+    );
+    sh(&node, &["ip", "route", "add", "10.96.0.0/16", "dev", "va"]);
+    let rule = |op: &[&str], to: &str| {
+        let mut args = vec!["iptables", "-w", "-t", "nat"];
+        args.extend_from_slice(op);
+        args.extend_from_slice(&["-d", "10.96.0.10/32", "-p", "udp", "--dport", "53"]);
+        args.extend_from_slice(&["-j", "DNAT", "--to-destination", to]);
+        sh(&node, &args);
+    };
+    rule(&["-A", "OUTPUT"], "10.244.1.2:5353");
+    let vip: SocketAddr = "10.96.0.10:53".parse().unwrap();
+
+    let old = Backend::start(&pod, "10.244.1.2:5353".parse().unwrap(), "old");
+    let new = Backend::start(&pod, "10.244.1.2:5354".parse().unwrap(), "new");
+    let client = udp_client(&node, "0.0.0.0:0");
+    assert_eq!(
+        exchange(&client, vip, "1").unwrap(),
+        Some(("old".into(), vip))
+    );
+
+    // The service's target port changes: the old server goes, the rule points to 5354.
+    old.stop();
+    rule(&["-R", "OUTPUT", "1"], "10.244.1.2:5354");
+    assert_eq!(exchange(&client, vip, "2").unwrap(), None);
+    assert_eq!(new.received(), 0);
+
+    let mut by_ip = StaleFlowFilter::new();
+    by_ip.add_service_port(&[(ip("10.96.0.10"), 53)], None, &[ip("10.244.1.2")]);
+    assert_eq!(reconcile(&node, Family::Ipv4, by_ip).deleted, 0);
+    assert_eq!(exchange(&client, vip, "3").unwrap(), None);
+
+    let mut by_endpoint = StaleFlowFilter::new();
+    by_endpoint.add_service_port_endpoints(
+        &[(ip("10.96.0.10"), 53)],
+        None,
+        &["10.244.1.2:5354".parse().unwrap()],
+    );
+    let stats = reconcile(&node, Family::Ipv4, by_endpoint);
+    assert_eq!((stats.deleted, stats.vanished), (1, 0));
+    assert_eq!(
+        exchange(&client, vip, "4").unwrap(),
+        Some(("new".into(), vip))
+    );
+    assert_eq!(new.received(), 1);
 }

@@ -1,6 +1,6 @@
 //! The stale flow rule as a pure function: examples and properties (no root needed).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use kproxy_conntrack::{Flow, Protocol, StaleFlowFilter, Tuple};
 use proptest::prelude::*;
@@ -123,7 +123,7 @@ fn services_without_endpoints_lose_all_their_flows() {
     assert!(f.is_stale(&udp("172.18.0.2", 30053, "10.244.1.2")));
     assert!(!f.is_stale(&flow(Protocol::Tcp, "10.96.0.10", 53, "10.244.1.2")));
 
-    // Kubernetes 1.32-1.35 skipped them.
+    // Upstream skipped them before kubernetes/kubernetes#139629.
     let mut old = StaleFlowFilter::new();
     old.clear_services_without_endpoints(false);
     old.add_service_port(&[(ip("10.96.0.10"), 53)], Some(30053), &[]);
@@ -181,6 +181,49 @@ fn select_keeps_order_and_an_empty_filter_selects_nothing() {
     assert_eq!(empty.select(&flows).count(), 0);
 }
 
+#[test]
+fn with_endpoint_ports_a_changed_target_port_is_stale() {
+    // Kubernetes 1.33+: the endpoint keeps its IP, the target port moves 5353 -> 5354.
+    let ep = |s: &str| -> SocketAddr { s.parse().unwrap() };
+    let mut f = StaleFlowFilter::new();
+    f.add_service_port_endpoints(
+        &[(ip("10.96.0.10"), 53)],
+        Some(30053),
+        &[ep("10.244.2.2:5354")],
+    );
+    // `udp()` flows are answered from port 5353.
+    assert!(f.is_stale(&udp("10.96.0.10", 53, "10.244.2.2")));
+    assert!(f.is_stale(&udp("172.18.0.2", 30053, "10.244.2.2")));
+    let mut current = udp("10.96.0.10", 53, "10.244.2.2");
+    current.reply.src_port = 5354;
+    assert!(!f.is_stale(&current));
+    current.original.dst = ip("172.18.0.2");
+    current.original.dst_port = 30053;
+    assert!(!f.is_stale(&current));
+
+    // Kubernetes 1.32 compared IPs only and kept it.
+    let mut old = StaleFlowFilter::new();
+    old.add_service_port(&[(ip("10.96.0.10"), 53)], Some(30053), &[ip("10.244.2.2")]);
+    assert!(!old.is_stale(&udp("10.96.0.10", 53, "10.244.2.2")));
+}
+
+#[test]
+fn endpoints_with_ports_and_without_can_share_a_frontend() {
+    let mut f = StaleFlowFilter::new();
+    f.add_service_port_endpoints(
+        &[(ip("10.96.0.10"), 53)],
+        None,
+        &["10.244.1.2:5354".parse().unwrap()],
+    );
+    f.add_service_port(&[(ip("10.96.0.10"), 53)], None, &[ip("10.244.2.2")]);
+    assert!(f.is_stale(&udp("10.96.0.10", 53, "10.244.1.2")));
+    assert!(!f.is_stale(&udp("10.96.0.10", 53, "10.244.2.2")));
+    // An empty exact list is "no endpoints" like an empty IP list.
+    let mut none = StaleFlowFilter::new();
+    none.add_service_port_endpoints(&[(ip("10.96.0.10"), 53)], None, &[]);
+    assert!(none.is_stale(&udp("10.96.0.10", 53, "10.244.2.2")));
+}
+
 // ---- properties ----
 
 /// A small address pool so that generated flows hit services often.
@@ -225,14 +268,57 @@ prop_compose! {
     }
 }
 
+/// Serving endpoints, given as IPs (Kubernetes 1.32) or as `IP:port` (1.33+).
+#[derive(Debug, Clone)]
+enum Eps {
+    Ips(Vec<IpAddr>),
+    Exact(Vec<SocketAddr>),
+}
+
+impl Eps {
+    fn is_empty(&self) -> bool {
+        match self {
+            Eps::Ips(v) => v.is_empty(),
+            Eps::Exact(v) => v.is_empty(),
+        }
+    }
+
+    /// Whether a reply from `src` counts as coming from a serving endpoint.
+    fn serves(&self, src: SocketAddr) -> bool {
+        let ip = src.ip().to_canonical();
+        match self {
+            Eps::Ips(v) => v.iter().any(|e| e.to_canonical() == ip),
+            Eps::Exact(v) => v
+                .iter()
+                .any(|e| e.ip().to_canonical() == ip && e.port() == src.port()),
+        }
+    }
+
+    fn push(&mut self, ip: IpAddr, port: u16) {
+        match self {
+            Eps::Ips(v) => v.push(ip),
+            Eps::Exact(v) => v.push(SocketAddr::new(ip, port)),
+        }
+    }
+}
+
 /// One service port: frontends, node port, serving endpoints.
-type Svc = (Vec<(IpAddr, u16)>, Option<u16>, Vec<IpAddr>);
+type Svc = (Vec<(IpAddr, u16)>, Option<u16>, Eps);
+
+fn any_endpoints() -> impl Strategy<Value = Eps> {
+    prop_oneof![
+        prop::collection::vec(pool_ip(), 0..3).prop_map(Eps::Ips),
+        prop::collection::vec((pool_ip(), pool_port()), 0..3).prop_map(|v| {
+            Eps::Exact(v.into_iter().map(|(i, p)| SocketAddr::new(i, p)).collect())
+        }),
+    ]
+}
 
 fn any_service() -> impl Strategy<Value = Svc> {
     (
         prop::collection::vec((pool_ip(), pool_port()), 0..3),
         prop::option::of(pool_port()),
-        prop::collection::vec(pool_ip(), 0..3),
+        any_endpoints(),
     )
 }
 
@@ -240,7 +326,10 @@ fn build(services: &[Svc], protocol: Protocol, clear_empty: bool) -> StaleFlowFi
     let mut f = StaleFlowFilter::with_protocol(protocol);
     f.clear_services_without_endpoints(clear_empty);
     for (vips, np, eps) in services {
-        f.add_service_port(vips, *np, eps);
+        match eps {
+            Eps::Ips(ips) => f.add_service_port(vips, *np, ips),
+            Eps::Exact(eps) => f.add_service_port_endpoints(vips, *np, eps),
+        };
     }
     f
 }
@@ -260,7 +349,7 @@ fn model(services: &[Svc], protocol: Protocol, clear_empty: bool, flow: &Flow) -
             .iter()
             .any(|&(v, p)| canon(v) == canon(flow.original.dst) && p == flow.original.dst_port)
             || (np.is_some_and(|n| n != 0 && n == flow.original.dst_port));
-        targets && !eps.iter().any(|&e| canon(e) == canon(flow.reply.src))
+        targets && !eps.serves(flow.reply.src_addr())
     })
 }
 
@@ -311,12 +400,11 @@ proptest! {
         clear in any::<bool>(),
     ) {
         let f = build(&services, Protocol::Udp, clear);
-        let r = flow.reply.src.to_canonical();
         let serves_all = services.iter().all(|(vips, np, eps)| {
             let matches = vips.iter().any(|&(v, p)| {
                 v.to_canonical() == flow.original.dst.to_canonical() && p == flow.original.dst_port
             }) || np.is_some_and(|n| n != 0 && n == flow.original.dst_port);
-            !matches || eps.iter().any(|e| e.to_canonical() == r)
+            !matches || eps.serves(flow.reply.src_addr())
         });
         if serves_all {
             prop_assert!(!f.is_stale(&flow), "{flow}");
@@ -355,11 +443,12 @@ proptest! {
     fn adding_a_serving_endpoint_never_makes_a_flow_stale(
         services in prop::collection::vec(any_service(), 1..5),
         extra in pool_ip(),
+        extra_port in pool_port(),
         flow in any_flow(),
     ) {
         let before = build(&services, Protocol::Udp, true).is_stale(&flow);
         let mut more = services.clone();
-        more[0].2.push(extra);
+        more[0].2.push(extra, extra_port);
         // Only when the service already had endpoints: going from none to one changes
         // "clear everything" into "clear the others".
         if !services[0].2.is_empty() {
