@@ -85,7 +85,7 @@ pub fn udp_client(ns: &Netns, bind: &str) -> UdpSocket {
         .enter(move || UdpSocket::bind(bind))
         .unwrap()
         .expect("bind client");
-    sock.set_read_timeout(Some(Duration::from_millis(700)))
+    sock.set_read_timeout(Some(Duration::from_millis(1000)))
         .unwrap();
     sock
 }
