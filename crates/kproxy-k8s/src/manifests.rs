@@ -16,9 +16,9 @@
 //! # Limits
 //!
 //! The loader is meant to survive hostile input without panicking or running out of
-//! memory: inputs are limited to [`MAX_INPUT_BYTES`], and YAML parsing to a nesting depth
-//! of 128, a node and event budget, and an alias-expansion budget (alias bombs), all
-//! reported as warnings. JSON nesting is limited to 128 levels as well.
+//! memory: inputs are limited to [`MAX_INPUT_BYTES`]; documents to 64 levels of nesting
+//! (YAML and JSON); YAML parsing to a node and event budget and an alias-expansion budget
+//! (alias bombs). What exceeds a limit is reported as a warning.
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
@@ -40,11 +40,15 @@ use crate::warning::{ObjectRef, Warning, truncate};
 /// [`Error::TooLarge`], a larger string a warning.
 pub const MAX_INPUT_BYTES: usize = 256 << 20;
 
-/// YAML nesting limit (a Kubernetes object rarely nests deeper than 20 levels).
-const MAX_DEPTH: usize = 128;
+/// Nesting limit for YAML and JSON documents. A Kubernetes object rarely nests deeper than
+/// 20 levels (`managedFields` included); parsing and deserializing recurse once per level,
+/// and 64 levels fit in a 2 MiB thread stack even in a debug build.
+const MAX_DEPTH: usize = 64;
 /// YAML nodes (scalars, sequences, mappings) per input: about 1 GiB of `serde_json::Value`
 /// at most.
 const MAX_NODES: usize = 8_000_000;
+/// YAML events recorded for anchors, or replayed from aliases, per input.
+const MAX_ALIAS_EVENTS: usize = 100_000;
 /// Longest parser error message kept in a warning.
 const MAX_PARSE_ERROR_BYTES: usize = 300;
 
@@ -134,13 +138,11 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
 }
 
 fn is_manifest_name(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| {
-            e.eq_ignore_ascii_case("yaml")
-                || e.eq_ignore_ascii_case("yml")
-                || e.eq_ignore_ascii_case("json")
-        })
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        e.eq_ignore_ascii_case("yaml")
+            || e.eq_ignore_ascii_case("yml")
+            || e.eq_ignore_ascii_case("json")
+    })
 }
 
 fn read_file(path: &Path) -> Result<String, Error> {
@@ -179,7 +181,11 @@ struct Loader {
 impl Loader {
     fn finish(self) -> Manifests {
         Manifests {
-            services: self.services.into_values().filter_map(|s| s.value).collect(),
+            services: self
+                .services
+                .into_values()
+                .filter_map(|s| s.value)
+                .collect(),
             endpoint_slices: self
                 .endpoint_slices
                 .into_values()
@@ -266,7 +272,8 @@ impl Loader {
             .and_then(Value::as_str)
             .map(str::to_owned);
 
-        if kind == "List" || (kind.ends_with("List") && map.get("items").is_some_and(Value::is_array))
+        if kind == "List"
+            || (kind.ends_with("List") && map.get("items").is_some_and(Value::is_array))
         {
             self.load_list(map, &kind, api_version.as_deref(), location, file);
             return;
@@ -287,12 +294,16 @@ impl Loader {
             }
             (Some("discovery.k8s.io/v1"), "EndpointSlice") => {
                 let object = object_ref(&map, "EndpointSlice", true);
-                if let Some(slice) = self.deserialize::<discovery::EndpointSlice>(map, &object, file)
+                if let Some(slice) =
+                    self.deserialize::<discovery::EndpointSlice>(map, &object, file)
                 {
                     let (converted, warnings) = convert::endpoint_slice(&slice);
                     self.add_warnings(warnings, file);
                     if !object.name.is_empty() {
-                        let key = (service_key_ns(&slice.metadata.namespace), object.name.clone());
+                        let key = (
+                            service_key_ns(&slice.metadata.namespace),
+                            object.name.clone(),
+                        );
                         let previous = store(&mut self.endpoint_slices, key, converted, file);
                         self.duplicate(previous, object, file);
                     }
@@ -350,7 +361,10 @@ impl Loader {
                     Some(loc) => format!("{loc}, items"),
                     None => "items".into(),
                 };
-                let msg = format!("{kind} items are {}, not a sequence; ignored", describe(&other));
+                let msg = format!(
+                    "{kind} items are {}, not a sequence; ignored",
+                    describe(&other)
+                );
                 self.warn(file, None, Some(field), msg);
                 return;
             }
@@ -453,11 +467,16 @@ fn describe(value: &Value) -> &'static str {
 /// that could not be parsed.
 fn parse_documents(text: &str) -> Vec<Result<Value, String>> {
     if matches!(text.trim_start().chars().next(), Some('{' | '[')) {
-        let documents = parse_json(text);
-        if !matches!(documents.first(), Some(Err(_))) {
-            return documents;
+        let json = parse_json(text);
+        if !matches!(json.first(), Some(Err(_))) {
+            return json;
         }
-        // Not JSON after all (YAML flow style, say): read it as YAML.
+        // Not JSON after all? It may be YAML in flow style.
+        let yaml = parse_yaml(text);
+        if !matches!(yaml.first(), Some(Err(_))) {
+            return yaml;
+        }
+        return json;
     }
     parse_yaml(text)
 }
@@ -466,6 +485,9 @@ fn parse_json(text: &str) -> Vec<Result<Value, String>> {
     let mut documents = Vec::new();
     for document in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
         match document {
+            Ok(value) if depth(&value) > MAX_DEPTH => documents.push(Err(format!(
+                "nested deeper than {MAX_DEPTH} levels; document ignored"
+            ))),
             Ok(value) => documents.push(Ok(value)),
             Err(e) => {
                 documents.push(Err(format!(
@@ -479,6 +501,22 @@ fn parse_json(text: &str) -> Vec<Result<Value, String>> {
     documents
 }
 
+/// How deeply sequences and mappings nest in `value` (a scalar: 0), without recursion.
+fn depth(value: &Value) -> usize {
+    let mut max = 0;
+    let mut stack = vec![(value, 0)];
+    while let Some((value, level)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        max = max.max(level + 1);
+        stack.extend(children.map(|child| (child, level + 1)));
+    }
+    max
+}
+
 fn yaml_options() -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
     budget.max_reader_input_bytes = Some(MAX_INPUT_BYTES);
@@ -487,10 +525,14 @@ fn yaml_options() -> serde_saphyr::Options {
     budget.max_events = 3 * MAX_NODES;
     budget.max_documents = MAX_NODES;
     budget.max_total_scalar_bytes = MAX_INPUT_BYTES;
+    // Manifests seldom use anchors and aliases at all (kubectl never prints them): keep
+    // alias expansion small, so that an alias bomb fails fast.
+    budget.max_aliases = MAX_ALIAS_EVENTS / 10;
+    budget.max_anchors = MAX_ALIAS_EVENTS / 10;
+    budget.max_recorded_anchor_events = MAX_ALIAS_EVENTS;
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
-    // Aliases may replay at most as many events as a document may have nodes.
-    options.alias_limits.max_total_replayed_events = MAX_NODES;
+    options.alias_limits.max_total_replayed_events = MAX_ALIAS_EVENTS;
     options
 }
 
@@ -523,6 +565,13 @@ fn parse_yaml(text: &str) -> Vec<Result<Value, String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn depth_counts_containers() {
+        assert_eq!(depth(&serde_json::json!(1)), 0);
+        assert_eq!(depth(&serde_json::json!({})), 1);
+        assert_eq!(depth(&serde_json::json!({"a": [1, {"b": []}], "c": 2})), 4);
+    }
 
     #[test]
     fn describes_values() {

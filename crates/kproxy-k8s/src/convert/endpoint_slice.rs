@@ -122,7 +122,10 @@ pub fn endpoint_slice(
     let mut endpoints = Vec::new();
     for (i, ep) in slice.endpoints.iter().enumerate() {
         let Some(address) = ep.addresses.first() else {
-            ctx.warn(format!("endpoints[{i}].addresses"), "empty; endpoint ignored");
+            ctx.warn(
+                format!("endpoints[{i}].addresses"),
+                "empty; endpoint ignored",
+            );
             continue;
         };
         let field = format!("endpoints[{i}].addresses[0]");

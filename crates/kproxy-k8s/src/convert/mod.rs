@@ -94,16 +94,16 @@ impl Ctx {
     /// literal with leading zeros is used, with a warning.
     pub(crate) fn ip(&mut self, field: &str, s: &str, consequence: &str) -> Option<IpAddr> {
         let Some(ip) = parse_ip_sloppy(s) else {
-            self.warn(field, format!("invalid IP address {}; {consequence}", quote(s)));
+            self.warn(
+                field,
+                format!("invalid IP address {}; {consequence}", quote(s)),
+            );
             return None;
         };
         if has_leading_zeros(s) {
             self.warn(
                 field,
-                format!(
-                    "IPv4 address {} has leading zeros; read as {ip}",
-                    quote(s)
-                ),
+                format!("IPv4 address {} has leading zeros; read as {ip}", quote(s)),
             );
         }
         Some(ip)

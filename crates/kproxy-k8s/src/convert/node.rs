@@ -51,8 +51,11 @@ pub fn node(node: &core::Node) -> (kproxy_model::Node, Vec<Warning>) {
             "ExternalIP" => &mut out.external_ips,
             _ => continue,
         };
-        if let Some(ip) = ctx.ip(&format!("status.addresses[{i}].address"), &a.address, "ignored")
-        {
+        if let Some(ip) = ctx.ip(
+            &format!("status.addresses[{i}].address"),
+            &a.address,
+            "ignored",
+        ) {
             list.push(ip);
         }
     }

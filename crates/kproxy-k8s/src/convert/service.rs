@@ -82,8 +82,11 @@ pub fn service(svc: &core::Service) -> (Option<kproxy_model::Service>, Vec<Warni
         let Some(s) = ing.ip.as_deref().filter(|s| !s.is_empty()) else {
             continue;
         };
-        let Some(ip) = ctx.ip(&format!("status.loadBalancer.ingress[{i}].ip"), s, "ignored")
-        else {
+        let Some(ip) = ctx.ip(
+            &format!("status.loadBalancer.ingress[{i}].ip"),
+            s,
+            "ignored",
+        ) else {
             continue;
         };
         let ip_mode = match ing.ip_mode.as_deref() {
