@@ -244,16 +244,26 @@ impl Deref for Pod {
 ///
 /// - `node`: the node under test, where kproxy's rules go. IPv4 and IPv6 forwarding on,
 ///   `rp_filter` off, redirects off. Holds `eth0` on the node network and a `vpodN` veth per
-///   local pod; [`Lab::add_node_address`] puts extra local addresses on its `lo`.
-/// - `node2`: another node, reachable over the node network, routing its own pod CIDR.
+///   local pod; [`Lab::add_node_address`] puts extra local addresses on its `lo`. Its default
+///   routes point at the client, so that, as on a real node, a connection from the node
+///   itself to a service IP finds a route (source `eth0`'s address) and reaches the OUTPUT
+///   chain's DNAT.
+/// - `node2`: another node, reachable over the node network, routing its own pod CIDR; the
+///   same default routes.
 /// - `client`: an external client on the node network whose default routes point at the node
 ///   (so any service, external or load-balancer IP reaches the node), with a second address
-///   in the "internet" network, routed to it by both nodes, to play a client from afar.
+///   in the "internet" network, routed to it by both nodes, to play a client from afar. It does
+///   not forward: traffic to an address nobody has ends there, silently (a probe times out).
 /// - pods: each in its own namespace, with a `/32` and a `/128` on `eth0` and default routes
 ///   via the node (`.1` of the pod CIDR on IPv4, `fe80::1` on IPv6). Hairpin works: the node
 ///   routes a pod's traffic back out of the veth it came in on.
 ///
-/// IPv6 duplicate address detection is off everywhere, so addresses are usable at once.
+/// In every namespace IPv6 duplicate address detection is off and the lab waits for the
+/// addresses' local routes, so addresses are usable at once; ICMP error rate limits are off,
+/// so hundreds of probes of a rejected port are all refused. (Errors the node sends for a
+/// *missing route* are still limited by a host-wide setting the lab does not touch: use an
+/// explicit `REJECT` to test refusals.)
+///
 /// Every namespace is deleted when the lab (or a pod from [`Lab::new_pod`]) is dropped;
 /// processes a test started inside them are the test's to stop.
 #[derive(Debug)]
@@ -278,13 +288,21 @@ pub struct Lab {
     next_pod: [AtomicU32; 2],
 }
 
-/// Settings for every namespace of the lab: no DAD (addresses usable at once), no reverse
-/// path filter (which the host's defaults, inherited by new namespaces, may turn on).
+/// Settings for every namespace of the lab: no DAD (addresses usable at once), and the
+/// kernel's own defaults for what a new namespace inherits from the host's IPv4 settings
+/// (a host may turn on the reverse path filter, forwarding, ARP restrictions, …).
 const COMMON_SYSCTLS: &[(&str, &str)] = &[
     ("net.ipv6.conf.all.accept_dad", "0"),
     ("net.ipv6.conf.default.accept_dad", "0"),
     ("net.ipv4.conf.all.rp_filter", "0"),
     ("net.ipv4.conf.default.rp_filter", "0"),
+    ("net.ipv4.conf.all.arp_ignore", "0"),
+    ("net.ipv4.conf.default.arp_ignore", "0"),
+    ("net.ipv4.conf.all.arp_announce", "0"),
+    ("net.ipv4.conf.default.arp_announce", "0"),
+    ("net.ipv4.conf.all.route_localnet", "0"),
+    ("net.ipv4.conf.all.accept_local", "0"),
+    ("net.ipv4.conf.default.accept_local", "0"),
     ("net.ipv6.conf.all.accept_ra", "0"),
     ("net.ipv6.conf.default.accept_ra", "0"),
 ];
@@ -320,9 +338,11 @@ const ROUTER_SYSCTLS: &[(&str, &str)] = &[
     ("net.ipv4.conf.default.send_redirects", "0"),
 ];
 
-/// Settings for pods and the client: hosts that ignore redirects (a hairpinned pod would
-/// otherwise be told to talk to itself).
+/// Settings for pods and the client: hosts that do not forward, and ignore redirects (a
+/// hairpinned pod would otherwise be told to talk to itself).
 const HOST_SYSCTLS: &[(&str, &str)] = &[
+    ("net.ipv4.ip_forward", "0"),
+    ("net.ipv6.conf.all.forwarding", "0"),
     ("net.ipv4.conf.all.accept_redirects", "0"),
     ("net.ipv4.conf.default.accept_redirects", "0"),
     ("net.ipv6.conf.all.accept_redirects", "0"),
@@ -388,17 +408,24 @@ impl Lab {
         let node2 = Lab::lan_host(&lan, "node2", "p-node2", c, NODE2_HOST, true)?;
         let client = Lab::lan_host(&lan, "client", "p-client", c, CLIENT_HOST, false)?;
 
+        // Both nodes have default routes, as real nodes do: a connection from the node to a
+        // service IP needs a route (and a source address) before the OUTPUT chain's DNAT. The
+        // client, which does not forward, silently drops what nobody else routes.
         node.ip_batch(&[
             format!("route add {} via {}", c.node2_pods_v4, node2.v4),
             format!("route add {} via {}", c.node2_pods_v6, node2.v6),
             format!("route add {} via {}", c.internet_v4, client.v4),
             format!("route add {} via {}", c.internet_v6, client.v6),
+            format!("route add default via {}", client.v4),
+            format!("route add default via {}", client.v6),
         ])?;
         node2.ip_batch(&[
             format!("route add {} via {}", c.node_pods_v4, node.v4),
             format!("route add {} via {}", c.node_pods_v6, node.v6),
             format!("route add {} via {}", c.internet_v4, client.v4),
             format!("route add {} via {}", c.internet_v6, client.v6),
+            format!("route add default via {}", client.v4),
+            format!("route add default via {}", client.v6),
         ])?;
         client.ip_batch(&[
             format!("addr add {client_internet_v4}/32 dev lo"),

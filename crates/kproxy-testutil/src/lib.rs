@@ -43,7 +43,7 @@
 //!   |  lo: Lab::add_node_address addresses    |      |  10.0.1.0/24, fd00:10:1::/64   |
 //!   |  10.0.2.0/24, fd00:10:2::/64 via node2  |      |    via node                    |
 //!   |  203.0.113.0/24, 2001:db8:113::/64      |      |  203.0.113.0/24, ... via client|
-//!   |    via client                           |      |                                |
+//!   |    via client; default via client       |      |  default via client            |
 //!   |  vpod0 10.0.1.1/32 fe80::1   vpod1 ...  |      |  vpod0 10.0.2.1/32 fe80::1     |
 //!   +----+-------------------------+----------+      +----+---------------------------+
 //!        | veth                    | veth                 | veth
@@ -68,7 +68,12 @@
 //! - Traffic from node2's pods back to the client goes straight over the node network, not
 //!   through the node: as in a real cluster, a node that forwards a client to a remote endpoint
 //!   without masquerading breaks the connection.
-//! - IPv6 duplicate address detection is off, so every address is usable at once.
+//! - The nodes' default routes point at the client, which does not forward: a node can open
+//!   connections to service IPs (source `192.168.0.2`, then the OUTPUT chain's DNAT), and
+//!   traffic to addresses nobody has dies quietly at the client.
+//! - IPv6 duplicate address detection is off and the lab waits for every address's local
+//!   route, so every address is usable at once. ICMP error rate limits are off in the lab's
+//!   namespaces, so a rejected port is refused every time, however many probes.
 //!
 //! # Example
 //!

@@ -29,11 +29,17 @@ pub enum ProbeResult {
     /// The connection was refused: a TCP RST or an ICMP port unreachable. This is what an
     /// iptables `REJECT` (with its default `icmp-port-unreachable`, or `tcp-reset`) produces,
     /// and what a port without a listener gives.
+    ///
+    /// An ICMP error is reported as soon as it arrives: the probe sockets set `IP_RECVERR`,
+    /// since the kernel otherwise keeps an error that reaches a TCP socket while `connect`
+    /// still holds it (common over a veth) as a "soft" error until the next SYN, a second
+    /// later.
     Refused,
     /// No answer before the timeout: what an iptables `DROP` (or a black hole) produces.
     Timeout,
     /// An ICMP host/network unreachable or a missing route (`EHOSTUNREACH`, `ENETUNREACH`):
-    /// e.g. `REJECT --reject-with icmp-host-unreachable`.
+    /// e.g. `REJECT --reject-with icmp-host-unreachable`, or an `unreachable` route. The
+    /// string is the error's description.
     Unreachable(String),
     /// Anything else, described: an unexpected reply, a reset after connecting, a failed bind…
     Other(String),

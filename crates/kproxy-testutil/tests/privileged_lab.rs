@@ -13,7 +13,7 @@ use kproxy_testutil::{
 /// Timeout for probes that should succeed.
 const OK: Duration = Duration::from_secs(2);
 /// Timeout for probes that should fail.
-const FAIL: Duration = Duration::from_millis(500);
+const FAIL: Duration = Duration::from_millis(300);
 
 /// Runs a whitespace-separated command line in `ns` (test rules contain no quoted words).
 fn sh(ns: &Netns, line: &str) {
@@ -205,6 +205,48 @@ fn nodes_reach_pods() {
     let r = tcp_probe(&lab.node, p0.sock_v6(8080), OK);
     assert_eq!(r.backend(), Some("pod0"), "{r:?}");
     assert_both(&lab.node2, r0.sock_v4(8080), "rpod0", r0.gateway_v4.into());
+}
+
+#[test]
+fn node_reaches_services_through_output_dnat_and_clients_through_nodeports() {
+    let lab = Lab::new().unwrap();
+    let (p0, r0) = (&lab.local_pods[0], &lab.remote_pods[0]);
+    let _b0 = Backend::start(p0, "pod0", &p0.socks(8080)).unwrap();
+    let _r0 = Backend::start(r0, "rpod0", &r0.socks(8080)).unwrap();
+    let node = &lab.node;
+    // A ClusterIP from the node itself: OUTPUT DNAT, after a route lookup that needs the
+    // node's default route.
+    sh(
+        node,
+        "iptables -t nat -A OUTPUT -d 10.96.0.30 -p tcp --dport 80 \
+         -j DNAT --to-destination 10.0.2.10:8080",
+    );
+    sh(
+        node,
+        "ip6tables -t nat -A OUTPUT -d fd00:10:96::30 -p udp --dport 80 \
+         -j DNAT --to-destination [fd00:10:1::10]:8080",
+    );
+    let r = tcp_probe(node, "10.96.0.30:80".parse().unwrap(), OK);
+    assert_answer(&r, "rpod0", lab.node.v4.into());
+    let r = udp_probe(node, None, "[fd00:10:96::30]:80".parse().unwrap(), OK);
+    assert_answer(&r, "pod0", lab.node.v6.into());
+    // A NodePort on the node's own address, from the client and from a pod.
+    sh(
+        node,
+        "iptables -t nat -A PREROUTING -d 192.168.0.2 -p tcp --dport 30080 \
+         -j DNAT --to-destination 10.0.1.10:8080",
+    );
+    let nodeport = lab.node.sock_v4(30080);
+    assert_answer(
+        &tcp_probe(&lab.client, nodeport, OK),
+        "pod0",
+        lab.client.v4.into(),
+    );
+    let p1 = &lab.local_pods[1];
+    assert_answer(&tcp_probe(p1, nodeport, OK), "pod0", p1.v4.into());
+    // Nothing answers for an unknown address: it ends quietly at the client.
+    let r = tcp_probe(node, "10.96.0.31:80".parse().unwrap(), FAIL);
+    assert_eq!(r, ProbeResult::Timeout);
 }
 
 #[test]

@@ -14,7 +14,7 @@ use kproxy_testutil::{
 /// Timeout for probes that should succeed.
 const OK: Duration = Duration::from_secs(2);
 /// Timeout for probes that should time out.
-const FAIL: Duration = Duration::from_millis(700);
+const FAIL: Duration = Duration::from_millis(500);
 
 fn sh(ns: &Netns, line: &str) {
     let args: Vec<&str> = line.split_whitespace().collect();
@@ -159,10 +159,13 @@ fn other_rejections_and_missing_listeners() {
     assert_eq!(r.key(), keys::UNREACHABLE);
     let r = udp_probe(c, None, pod.sock_v6(9001), OK);
     assert!(matches!(r, ProbeResult::Unreachable(_)), "{r:?}");
-    // No route at all (from a pod, whose only routes are its defaults, to nowhere via node
-    // gives ICMP net unreachable from the node).
+    // An unreachable route on the node.
+    sh(&lab.node, "ip route add unreachable 192.0.2.0/24");
     let r = tcp_probe(pod, "192.0.2.99:80".parse().unwrap(), OK);
     assert!(matches!(r, ProbeResult::Unreachable(_)), "{r:?}");
+    // An address nobody has: the node sends it to the client, which drops it.
+    let r = udp_probe(pod, None, "198.51.100.99:80".parse().unwrap(), FAIL);
+    assert_eq!(r, ProbeResult::Timeout);
 }
 
 #[test]
