@@ -40,6 +40,14 @@ pub enum SyncKind {
     /// leaving the kernel's copy of the other per-service chains in place (upstream
     /// `MinimizeIPTablesRestore`).
     Partial,
+    /// Beyond upstream: a restore input proportional to the change. Top-level chains are
+    /// not rewritten; the changed Services' rules in them are deleted (`-D`) and inserted
+    /// (`-I`/`-A`) in the same transaction, their chains rewritten, their stale chains
+    /// deleted. Equivalent to a partial sync when the kernel holds what this compiler wrote
+    /// last (a failed restore must be followed by a full sync). Falls back to
+    /// [`SyncKind::Partial`] when the changes are not exactly those since this compiler's
+    /// previous sync.
+    Delta,
 }
 
 /// The inputs of one sync besides the service state.
@@ -82,6 +90,8 @@ pub struct SyncStats {
     pub no_local_endpoints_external: usize,
     /// The compiler walked only the changed Services (the O(change) path).
     pub incremental: bool,
+    /// The restore input is a delta (see [`SyncKind::Delta`]).
+    pub delta: bool,
 }
 
 /// The result of [`Compiler::compile`].
@@ -152,6 +162,104 @@ struct Cache {
     services: FastMap<ServiceName, ServiceEntry>,
     chunks: Vec<Chunk>,
     totals: Totals,
+    /// The last `KUBE-SERVICES` rule(s) as last written.
+    nodeports_rules: Vec<String>,
+}
+
+/// A changed Service's top-level rules and chains before and after, for a delta.
+#[derive(Default)]
+struct DeltaOps {
+    filter_delete: Vec<u8>,
+    filter_add: Vec<u8>,
+    nat_delete: Vec<u8>,
+    /// New `KUBE-SERVICES` rules (inserted at the top: the last rule must stay last).
+    nat_insert: Vec<Vec<u8>>,
+    nat_append: Vec<u8>,
+    stale_chains: Vec<ChainName>,
+}
+
+impl DeltaOps {
+    fn is_empty(&self) -> bool {
+        self.filter_delete.is_empty()
+            && self.filter_add.is_empty()
+            && self.nat_delete.is_empty()
+            && self.nat_insert.is_empty()
+            && self.nat_append.is_empty()
+            && self.stale_chains.is_empty()
+    }
+
+    /// Records the difference between a Service's old and new top-level rules and chains.
+    fn record(&mut self, old: Option<&ServiceEntry>, new: Option<&ServiceEntry>) {
+        let lines = |e: Option<&ServiceEntry>, nat: bool| -> Vec<Vec<u8>> {
+            e.map(|e| {
+                e.ports
+                    .iter()
+                    .flat_map(|p| {
+                        let text = if nat { &p.top_nat } else { &p.top_filter };
+                        text.split(|&b| b == b'\n')
+                            .filter(|l| !l.is_empty())
+                            .map(<[u8]>::to_vec)
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        for nat in [false, true] {
+            let (old_lines, new_lines) = (lines(old, nat), lines(new, nat));
+            for line in multiset_minus(&old_lines, &new_lines) {
+                let out = if nat {
+                    &mut self.nat_delete
+                } else {
+                    &mut self.filter_delete
+                };
+                // "-A CHAIN …" → "-D CHAIN …"
+                out.extend_from_slice(b"-D");
+                out.extend_from_slice(&line[2..]);
+                out.push(b'\n');
+            }
+            for line in multiset_minus(&new_lines, &old_lines) {
+                if !nat {
+                    self.filter_add.extend_from_slice(&line);
+                    self.filter_add.push(b'\n');
+                } else if line.starts_with(b"-A KUBE-SERVICES ") {
+                    self.nat_insert.push(line);
+                } else {
+                    self.nat_append.extend_from_slice(&line);
+                    self.nat_append.push(b'\n');
+                }
+            }
+        }
+        let chains = |e: Option<&ServiceEntry>| -> Vec<ChainName> {
+            e.map(|e| {
+                e.ports
+                    .iter()
+                    .flat_map(|p| p.chains.iter().copied())
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        let new_chains: FastSet<ChainName> = chains(new).into_iter().collect();
+        self.stale_chains
+            .extend(chains(old).into_iter().filter(|c| !new_chains.contains(c)));
+    }
+}
+
+/// The elements of `a` not matched one-for-one by an element of `b`, in `a`'s order.
+fn multiset_minus(a: &[Vec<u8>], b: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut left: Vec<Option<&Vec<u8>>> = b.iter().map(Some).collect();
+    a.iter()
+        .filter(
+            |line| match left.iter_mut().find(|x| x.is_some_and(|x| x == *line)) {
+                Some(slot) => {
+                    *slot = None;
+                    false
+                }
+                None => true,
+            },
+        )
+        .cloned()
+        .collect()
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -313,9 +421,12 @@ impl Compiler {
             && self.cache.generation == Some(req.changed.base_generation)
             && req.changed.generation == state.generation();
         stats.incremental = incremental;
+        let delta = incremental && req.kind == SyncKind::Delta;
+        stats.delta = delta;
+        let mut ops = DeltaOps::default();
         if incremental {
             for name in &req.changed.services {
-                self.forget_service(name);
+                let old = self.forget_service(name);
                 if let Some(service) = state.service(name) {
                     self.add_service(
                         name,
@@ -326,6 +437,9 @@ impl Compiler {
                         &mut nat_chains,
                         &mut nat_rules,
                     );
+                }
+                if delta {
+                    ops.record(old.as_ref(), self.cache.services.get(name));
                 }
             }
         } else {
@@ -345,6 +459,9 @@ impl Compiler {
             }
         }
         self.cache.generation = Some(state.generation());
+        if delta {
+            return self.finish_delta(ops, stats, nat_chains, nat_rules);
+        }
         for chunk in &mut self.cache.chunks {
             if chunk.dirty {
                 chunk.rebuild(&self.cache.services);
@@ -397,6 +514,7 @@ impl Compiler {
 
         let (filter_head, filter_tail) = self.filter_frame(&mut stats);
         let (nat_head, nat_tail) = self.nat_frame(&mut stats);
+        self.cache.nodeports_rules = self.nodeports_rules();
 
         let mut parts: Vec<Bytes> = Vec::with_capacity(self.cache.chunks.len() * 2 + 8);
         parts.push(filter_head.into());
@@ -515,11 +633,96 @@ impl Compiler {
             .collect()
     }
 
-    /// Forgets what the cache holds for a Service (it changed or went away).
-    fn forget_service(&mut self, name: &ServiceName) {
-        let Some(old) = self.cache.services.remove(name) else {
-            return;
-        };
+    /// The output of a delta sync (see [`SyncKind::Delta`]).
+    fn finish_delta(
+        &mut self,
+        mut ops: DeltaOps,
+        mut stats: SyncStats,
+        mut nat_chains: Vec<u8>,
+        nat_rules: Vec<u8>,
+    ) -> Compiled {
+        // Chunks stay dirty until a sync that emits them (no need to rebuild now).
+        let totals = self.cache.totals;
+        stats.nat_rules_total = totals.nat_top_lines + totals.nat_chain_lines + 4;
+        stats.filter_rules = 0;
+        stats.no_local_endpoints_internal = totals.no_local_internal;
+        stats.no_local_endpoints_external = totals.no_local_external;
+        // The last KUBE-SERVICES rule(s) change only with the node's addresses.
+        let nodeports = self.nodeports_rules();
+        let old_np: Vec<Vec<u8>> = self
+            .cache
+            .nodeports_rules
+            .iter()
+            .map(|r| r.as_bytes().to_vec())
+            .collect();
+        let new_np: Vec<Vec<u8>> = nodeports.iter().map(|r| r.as_bytes().to_vec()).collect();
+        let np_delete = multiset_minus(&old_np, &new_np);
+        let np_add = multiset_minus(&new_np, &old_np);
+        stats.nat_rules_total += new_np.len();
+        self.cache.nodeports_rules = nodeports;
+        if ops.is_empty() && nat_rules.is_empty() && np_delete.is_empty() && np_add.is_empty() {
+            return Compiled {
+                restore: RestoreInput::default(),
+                stats,
+            };
+        }
+        let mut parts: Vec<Bytes> = Vec::new();
+        if !ops.filter_delete.is_empty() || !ops.filter_add.is_empty() {
+            let mut filter =
+                Vec::with_capacity(ops.filter_delete.len() + ops.filter_add.len() + 32);
+            filter.extend_from_slice(b"*filter\n");
+            filter.extend_from_slice(&ops.filter_delete);
+            filter.extend_from_slice(&ops.filter_add);
+            filter.extend_from_slice(b"COMMIT\n");
+            stats.filter_rules = ops.filter_add.iter().filter(|&&b| b == b'\n').count();
+            parts.push(filter.into());
+        }
+        ops.stale_chains.sort_unstable();
+        ops.stale_chains.dedup();
+        let mut nat = Vec::with_capacity(4096);
+        nat.extend_from_slice(b"*nat\n");
+        for chain in &ops.stale_chains {
+            chain_line(&mut nat_chains, chain.as_bytes());
+        }
+        nat.extend_from_slice(&nat_chains);
+        nat.extend_from_slice(&ops.nat_delete);
+        for line in &np_delete {
+            nat.extend_from_slice(b"-D");
+            nat.extend_from_slice(&line[2..]);
+            nat.push(b'\n');
+        }
+        // Inserted at the top in reverse, so they keep their relative order.
+        for line in ops.nat_insert.iter().rev() {
+            nat.extend_from_slice(b"-I KUBE-SERVICES 1");
+            nat.extend_from_slice(&line[b"-A KUBE-SERVICES".len()..]);
+            nat.push(b'\n');
+            stats.nat_rules_written += 1;
+        }
+        nat.extend_from_slice(&ops.nat_append);
+        stats.nat_rules_written += ops.nat_append.iter().filter(|&&b| b == b'\n').count();
+        for line in &np_add {
+            nat.extend_from_slice(line);
+            nat.push(b'\n');
+            stats.nat_rules_written += 1;
+        }
+        parts.push(nat.into());
+        parts.push(nat_rules.into());
+        let mut tail = Vec::new();
+        for chain in &ops.stale_chains {
+            let _ = writeln!(tail, "-X {chain}");
+        }
+        stats.deleted_chains = ops.stale_chains.len();
+        tail.extend_from_slice(b"COMMIT\n");
+        parts.push(tail.into());
+        Compiled {
+            restore: RestoreInput::from_parts(parts),
+            stats,
+        }
+    }
+
+    /// Forgets what the cache holds for a Service (it changed or went away) and returns it.
+    fn forget_service(&mut self, name: &ServiceName) -> Option<ServiceEntry> {
+        let old = self.cache.services.remove(name)?;
         for p in &old.ports {
             self.cache.totals.sub(p);
         }
@@ -529,6 +732,7 @@ impl Compiler {
             }
             chunk.dirty = true;
         }
+        Some(old)
     }
 
     /// Renders a Service's top-level rules into the cache and, if `write_chains`, its
