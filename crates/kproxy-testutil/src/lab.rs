@@ -616,9 +616,19 @@ impl Lab {
         all
     }
 
-    /// Addresses and routes of every namespace, for a failing test's message.
+    /// Addresses and routes of every namespace, and the node's iptables rules, for a failing
+    /// test's message.
     pub fn dump(&self) -> String {
         let mut out = String::new();
+        for tool in ["iptables-save", "ip6tables-save"] {
+            let _ = writeln!(out, "== node: {tool}");
+            match self.node.run(&[tool]) {
+                Ok(s) => out.push_str(&s),
+                Err(e) => {
+                    let _ = writeln!(out, "{e}");
+                }
+            }
+        }
         for (role, ns) in self.namespaces() {
             let _ = writeln!(out, "== {role} ({})", ns.name());
             for args in [&["-br", "addr"][..], &["route"][..], &["-6", "route"][..]] {
