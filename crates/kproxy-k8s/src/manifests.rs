@@ -49,6 +49,8 @@ const MAX_DEPTH: usize = 64;
 const MAX_NODES: usize = 8_000_000;
 /// YAML events recorded for anchors, or replayed from aliases, per input.
 const MAX_ALIAS_EVENTS: usize = 100_000;
+/// Warnings kept per load; the rest are counted in a last warning.
+const MAX_WARNINGS: usize = 10_000;
 /// Longest parser error message kept in a warning.
 const MAX_PARSE_ERROR_BYTES: usize = 300;
 
@@ -62,7 +64,8 @@ pub struct Manifests {
     pub endpoint_slices: Vec<EndpointSlice>,
     /// The Nodes, sorted by name.
     pub nodes: Vec<Node>,
-    /// Everything skipped or corrected, in input order.
+    /// Everything skipped or corrected, in input order (at most 10,000, then one that
+    /// counts the rest).
     pub warnings: Vec<Warning>,
 }
 
@@ -176,11 +179,13 @@ struct Loader {
     endpoint_slices: BTreeMap<(String, String), Slot<EndpointSlice>>,
     nodes: BTreeMap<String, Slot<Node>>,
     warnings: Vec<Warning>,
+    /// Warnings beyond [`MAX_WARNINGS`], counted but not kept.
+    suppressed: usize,
 }
 
 impl Loader {
     fn finish(self) -> Manifests {
-        Manifests {
+        let mut manifests = Manifests {
             services: self
                 .services
                 .into_values()
@@ -193,12 +198,30 @@ impl Loader {
                 .collect(),
             nodes: self.nodes.into_values().filter_map(|s| s.value).collect(),
             warnings: self.warnings,
+        };
+        if self.suppressed > 0 {
+            manifests.warnings.push(Warning::new(
+                None,
+                None,
+                format!(
+                    "{} more warnings not shown (at most {MAX_WARNINGS} are kept)",
+                    self.suppressed
+                ),
+            ));
+        }
+        manifests
+    }
+
+    fn push(&mut self, warning: Warning) {
+        if self.warnings.len() < MAX_WARNINGS {
+            self.warnings.push(warning);
+        } else {
+            self.suppressed += 1;
         }
     }
 
     fn warn(&mut self, file: &str, object: Option<ObjectRef>, field: Option<String>, msg: String) {
-        self.warnings
-            .push(Warning::new(object, field, msg).in_file(file));
+        self.push(Warning::new(object, field, msg).in_file(file));
     }
 
     fn load_text(&mut self, text: &str, file: &str) {
@@ -401,8 +424,9 @@ impl Loader {
     }
 
     fn add_warnings(&mut self, warnings: Vec<Warning>, file: &str) {
-        self.warnings
-            .extend(warnings.into_iter().map(|w| w.in_file(file)));
+        for warning in warnings {
+            self.push(warning.in_file(file));
+        }
     }
 
     fn duplicate(&mut self, previous: Option<String>, object: ObjectRef, file: &str) {

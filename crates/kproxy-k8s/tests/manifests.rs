@@ -454,3 +454,21 @@ spec: {clusterIP: 10.96.0.1, ports: [{port: 2147483648}]}
 
     assert!(start.elapsed().as_secs() < 20, "{:?}", start.elapsed());
 }
+
+#[test]
+fn warnings_are_capped() {
+    let items = vec!["1"; 12_000].join(",");
+    let m = load_str(
+        &format!("{{\"kind\": \"List\", \"items\": [{items}]}}"),
+        "many.json",
+    );
+    assert_eq!(m.warnings.len(), 10_001);
+    assert_eq!(
+        m.warnings[9_999].to_string(),
+        "many.json: items[9999]: not a mapping but a number; ignored"
+    );
+    assert_eq!(
+        m.warnings[10_000].to_string(),
+        "2000 more warnings not shown (at most 10000 are kept)"
+    );
+}
