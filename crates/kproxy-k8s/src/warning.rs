@@ -108,13 +108,24 @@ impl fmt::Display for Warning {
     }
 }
 
-/// Writes a string with control characters escaped (`\n`, `\u{1b}`, …).
+/// Writes a string with control characters (`\n`, `\u{1b}`, …), line and paragraph
+/// separators and bidirectional-text controls escaped, so that input cannot break a log
+/// line or disguise what it shows.
 struct Escaped<'a>(&'a str);
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for c in self.0.chars() {
-            if c.is_control() {
+            if needs_escape(c) {
                 write!(f, "{}", c.escape_default())?;
             } else {
                 fmt::Write::write_char(f, c)?;
@@ -173,6 +184,8 @@ mod tests {
         let text = w.to_string();
         assert!(!text.contains('\n') && !text.contains('\u{1b}'), "{text}");
         assert!(text.starts_with("Node a\\nb\\u{1b}[31méé"), "{text}");
+        let w = Warning::new(None, None, "a\u{2028}b\u{202e}c\u{85}d");
+        assert_eq!(w.to_string(), "a\\u{2028}b\\u{202e}c\\u{85}d");
         assert!(text.len() < 400, "{}", text.len());
         assert_eq!(quote("a\"b"), "\"a\\\"b\"");
         assert_eq!(truncate("ééé", 3), "é…");
