@@ -372,6 +372,21 @@ impl Compiler {
         }
     }
 
+    /// Which nfacct counters exist (they decide the `-m nfacct` matches). A change makes the
+    /// next sync rewrite everything.
+    pub fn set_nfacct(&mut self, invalid_dropped: bool, localhost_nodeports: bool) {
+        if (invalid_dropped, localhost_nodeports)
+            != (
+                self.config.nfacct_invalid_dropped,
+                self.config.nfacct_localhost_nodeports,
+            )
+        {
+            self.config.nfacct_invalid_dropped = invalid_dropped;
+            self.config.nfacct_localhost_nodeports = localhost_nodeports;
+            self.cache = Cache::default();
+        }
+    }
+
     /// Whether the previous sync ran in large-cluster mode.
     pub fn large_cluster_mode(&self) -> bool {
         self.large_cluster
