@@ -44,6 +44,9 @@ pub enum Event {
     Node(Node),
     /// The source's initial list is complete: syncing may start.
     Synced,
+    /// The events sent so far make up revision `n` of the source's input (logged with each
+    /// sync, so operators and tests can tell what a sync included).
+    Revision(u64),
     /// Stop the engine (rules stay in place).
     Shutdown,
 }
@@ -83,6 +86,7 @@ impl Engine {
         let mut retry_at: Option<Instant> = None;
         let mut check_at = Instant::now() + self.sync_period;
         let mut node: Option<Node> = None;
+        let mut revision = 0;
         loop {
             let now = Instant::now();
             let mut deadline = check_at;
@@ -111,6 +115,7 @@ impl Engine {
                                 synced = true;
                                 pending = true;
                             }
+                            Event::Revision(n) => revision = n,
                             Event::Node(n) => {
                                 if self.apply_node(&n, node.as_ref()) {
                                     pending = true;
@@ -141,12 +146,7 @@ impl Engine {
                     pending = true;
                 }
                 // A periodic full sync may be due even without changes.
-                if synced
-                    && self
-                        .families
-                        .iter()
-                        .any(|f| f.proxier.full_sync_due(now))
-                {
+                if synced && self.families.iter().any(|f| f.proxier.full_sync_due(now)) {
                     pending = true;
                 }
             }
@@ -158,7 +158,7 @@ impl Engine {
             if synced && pending && ready {
                 pending = false;
                 last_start = Some(now);
-                if !self.sync_all() {
+                if !self.sync_all(revision) {
                     retry_at = Some(Instant::now() + self.sync_period);
                 }
             }
@@ -235,7 +235,7 @@ impl Engine {
     }
 
     /// Syncs every family; returns whether all succeeded.
-    fn sync_all(&mut self) -> bool {
+    fn sync_all(&mut self, revision: u64) -> bool {
         let mut ok = true;
         let addresses = (self.interface_addresses)();
         for f in &mut self.families {
@@ -259,6 +259,7 @@ impl Engine {
                         compile_ms = report.compile_time.as_secs_f64() * 1e3,
                         restore_ms = report.restore.map_or(0.0, |r| r.elapsed.as_secs_f64() * 1e3),
                         conntrack_deleted = report.conntrack_deleted,
+                        revision,
                         "synced"
                     );
                     if let Some(w) = &report.warning {

@@ -27,7 +27,12 @@ use clap::{Parser, Subcommand};
 /// kube-proxy's flags (`kproxy --config=/var/lib/kube-proxy/config.conf`), or cleans up
 /// with `--cleanup`.
 #[derive(Debug, Parser)]
-#[command(name = "kproxy", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "kproxy",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -48,9 +53,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Rules(args)) => {
-            rules::run(&args, &mut std::io::stdout().lock(), &mut std::io::stderr().lock())
-        }
+        Some(Command::Rules(args)) => rules::run(
+            &args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        ),
         Some(Command::Run(args)) => daemon(args),
         None => daemon(cli.run),
     };

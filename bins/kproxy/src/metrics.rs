@@ -270,10 +270,17 @@ impl Metrics {
             "In Cluster Network Programming Latency in seconds",
         );
         let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", fmt_f64(v));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                fmt_f64(v)
+            );
         };
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         };
         gauge(
             &mut out,
@@ -387,7 +394,9 @@ impl Metrics {
             .get(20)
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0);
-        let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
+        let fds = std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.count())
+            .unwrap_or(0);
         let _ = writeln!(
             out,
             "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n\

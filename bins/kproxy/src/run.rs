@@ -93,8 +93,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     let host = HostFacts::detect();
     let mut families = Vec::new();
     for family in host_families(backend) {
-        let iptables = Iptables::new(family, backend)
-            .with_context(|| format!("{family} iptables tools"))?;
+        let iptables =
+            Iptables::new(family, backend).with_context(|| format!("{family} iptables tools"))?;
         let config = setup::iptables_config(&cfg, family, &node, &host)?;
         let options = ProxierOptions {
             incremental_kind: if args.upstream_partial_syncs {
@@ -216,7 +216,12 @@ async fn start_http_servers(
             .with_context(|| format!("listening on {addr} for /metrics"))?;
         let metrics = metrics.clone();
         let health = health.clone();
-        tokio::spawn(crate::http::serve_metrics(listener, metrics, health, stop(shutdown)));
+        tokio::spawn(crate::http::serve_metrics(
+            listener,
+            metrics,
+            health,
+            stop(shutdown),
+        ));
         info!(%addr, "serving /metrics");
     }
     Ok(())

@@ -57,16 +57,18 @@ impl Snapshot {
                 name: name.clone(),
             });
         }
-        for (ns, name) in self.services.keys().filter(|k| !next.services.contains_key(*k)) {
+        for (ns, name) in self
+            .services
+            .keys()
+            .filter(|k| !next.services.contains_key(*k))
+        {
             out.push(Event::ServiceDeleted {
                 namespace: ns.clone(),
                 name: name.clone(),
             });
         }
-        if let Some(n) = &next.node {
-            if self.node.as_ref() != Some(n) {
-                out.push(Event::Node(n.clone()));
-            }
+        if let Some(n) = next.node.as_ref().filter(|n| self.node.as_ref() != Some(*n)) {
+            out.push(Event::Node(n.clone()));
         }
         out
     }
@@ -107,6 +109,7 @@ pub fn spawn(
     for ev in Snapshot::default().diff(&current) {
         let _ = events.send(ev);
     }
+    let _ = events.send(Event::Revision(0));
     let _ = events.send(Event::Synced);
     info!(
         path = %path.display(),
@@ -124,13 +127,16 @@ pub fn spawn(
     let watch_root = if path.is_dir() {
         path.clone()
     } else {
-        path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+        path.parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
     };
     watcher.watch(&watch_root, RecursiveMode::Recursive)?;
     Ok(std::thread::Builder::new()
         .name("file-source".into())
         .spawn(move || {
             let _watcher = watcher;
+            let mut revision = 0;
             while rx.recv().is_ok() {
                 // Let a burst of writes settle, then read once.
                 std::thread::sleep(Duration::from_millis(20));
@@ -142,11 +148,15 @@ pub fn spawn(
                 if changes.is_empty() {
                     continue;
                 }
-                info!(changes = changes.len(), "manifests changed");
+                revision += 1;
+                info!(changes = changes.len(), revision, "manifests changed");
                 for ev in changes {
                     if events.send(ev).is_err() {
                         return;
                     }
+                }
+                if events.send(Event::Revision(revision)).is_err() {
+                    return;
                 }
                 current = next;
             }

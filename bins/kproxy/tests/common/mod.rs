@@ -1,0 +1,537 @@
+//! End-to-end harness: a namespace lab (kproxy_testutil::Lab), Kubernetes manifests written
+//! for it, and the real `kproxy run` daemon in the node namespace, fed through its file
+//! source. Every test builds its own lab; the host's namespace is never touched.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use kproxy_testutil::*;
+
+/// The iptables backends.
+pub const BACKENDS: [&str; 2] = ["nft", "legacy"];
+
+/// A Service port.
+#[derive(Clone, Debug)]
+pub struct PortDef {
+    pub name: String,
+    pub protocol: &'static str,
+    pub port: u16,
+    pub node_port: u16,
+    pub target_port: u16,
+}
+
+/// A Service, as the harness writes it.
+#[derive(Clone, Debug)]
+pub struct ServiceDef {
+    pub namespace: String,
+    pub name: String,
+    pub kind: &'static str,
+    pub cluster_ips: Vec<IpAddr>,
+    pub ports: Vec<PortDef>,
+    pub external_ips: Vec<IpAddr>,
+    pub lb_ips: Vec<IpAddr>,
+    pub source_ranges: Vec<String>,
+    pub external_policy: &'static str,
+    pub internal_policy: &'static str,
+    pub health_check_node_port: u16,
+    pub affinity_timeout: Option<u32>,
+}
+
+impl ServiceDef {
+    /// A ClusterIP Service `default/<name>` with one TCP port `port` → `target`.
+    pub fn cluster_ip(name: &str, ips: &[IpAddr], port: u16, target: u16) -> ServiceDef {
+        ServiceDef {
+            namespace: "default".into(),
+            name: name.into(),
+            kind: "ClusterIP",
+            cluster_ips: ips.to_vec(),
+            ports: vec![PortDef {
+                name: "p".into(),
+                protocol: "TCP",
+                port,
+                node_port: 0,
+                target_port: target,
+            }],
+            external_ips: vec![],
+            lb_ips: vec![],
+            source_ranges: vec![],
+            external_policy: "Cluster",
+            internal_policy: "Cluster",
+            health_check_node_port: 0,
+            affinity_timeout: None,
+        }
+    }
+
+    /// Switches every port to UDP.
+    pub fn udp(mut self) -> Self {
+        for p in &mut self.ports {
+            p.protocol = "UDP";
+        }
+        self
+    }
+
+    /// Makes it a NodePort Service on `node_port`.
+    pub fn node_port(mut self, node_port: u16) -> Self {
+        self.kind = "NodePort";
+        self.ports[0].node_port = node_port;
+        self
+    }
+
+    fn to_yaml(&self) -> String {
+        let mut y = String::new();
+        let _ = writeln!(
+            y,
+            "apiVersion: v1\nkind: Service\nmetadata:\n  namespace: {}\n  name: {}\nspec:\n  type: {}",
+            self.namespace, self.name, self.kind
+        );
+        let families: Vec<&str> = self
+            .cluster_ips
+            .iter()
+            .map(|ip| if ip.is_ipv4() { "IPv4" } else { "IPv6" })
+            .collect();
+        if let Some(first) = self.cluster_ips.first() {
+            let _ = writeln!(
+                y,
+                "  clusterIP: {first}\n  clusterIPs: [{}]\n  ipFamilies: [{}]",
+                join(&self.cluster_ips),
+                families.join(", ")
+            );
+        }
+        let _ = writeln!(
+            y,
+            "  externalTrafficPolicy: {}\n  internalTrafficPolicy: {}",
+            self.external_policy, self.internal_policy
+        );
+        if self.health_check_node_port != 0 {
+            let _ = writeln!(y, "  healthCheckNodePort: {}", self.health_check_node_port);
+        }
+        if !self.external_ips.is_empty() {
+            let _ = writeln!(y, "  externalIPs: [{}]", join(&self.external_ips));
+        }
+        if !self.source_ranges.is_empty() {
+            let _ = writeln!(
+                y,
+                "  loadBalancerSourceRanges: [{}]",
+                self.source_ranges.join(", ")
+            );
+        }
+        match self.affinity_timeout {
+            Some(t) => {
+                let _ = writeln!(
+                    y,
+                    "  sessionAffinity: ClientIP\n  sessionAffinityConfig:\n    clientIP:\n      timeoutSeconds: {t}"
+                );
+            }
+            None => y.push_str("  sessionAffinity: None\n"),
+        }
+        y.push_str("  ports:\n");
+        for p in &self.ports {
+            let _ = writeln!(
+                y,
+                "  - name: {}\n    protocol: {}\n    port: {}\n    targetPort: {}",
+                p.name, p.protocol, p.port, p.target_port
+            );
+            if p.node_port != 0 {
+                let _ = writeln!(y, "    nodePort: {}", p.node_port);
+            }
+        }
+        if !self.lb_ips.is_empty() {
+            y.push_str("status:\n  loadBalancer:\n    ingress:\n");
+            for ip in &self.lb_ips {
+                let _ = writeln!(y, "    - ip: {ip}\n      ipMode: VIP");
+            }
+        }
+        y
+    }
+}
+
+/// One endpoint of a slice.
+#[derive(Clone, Debug)]
+pub struct EndpointDef {
+    pub ip: IpAddr,
+    pub node: &'static str,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+}
+
+impl EndpointDef {
+    /// A ready endpoint on `node` ("node" or "node2").
+    pub fn ready(ip: impl Into<IpAddr>, node: &'static str) -> EndpointDef {
+        EndpointDef {
+            ip: ip.into(),
+            node,
+            ready: true,
+            serving: true,
+            terminating: false,
+        }
+    }
+}
+
+fn join(ips: &[IpAddr]) -> String {
+    ips.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The manifests the harness writes: Services and, per Service and family, one
+/// EndpointSlice whose ports mirror the Service's (name, protocol, target port).
+#[derive(Clone, Debug, Default)]
+pub struct Manifests {
+    pub services: BTreeMap<String, ServiceDef>,
+    pub endpoints: BTreeMap<String, Vec<EndpointDef>>,
+    pub node_yaml: String,
+}
+
+impl Manifests {
+    /// Adds or replaces a Service.
+    pub fn service(&mut self, svc: ServiceDef) -> &mut Self {
+        self.services.insert(svc.name.clone(), svc);
+        self
+    }
+
+    /// Sets a Service's endpoints.
+    pub fn set_endpoints(&mut self, service: &str, eps: Vec<EndpointDef>) -> &mut Self {
+        self.endpoints.insert(service.into(), eps);
+        self
+    }
+
+    /// Removes a Service and its endpoints.
+    pub fn remove(&mut self, service: &str) -> &mut Self {
+        self.services.remove(service);
+        self.endpoints.remove(service);
+        self
+    }
+
+    fn to_yaml(&self) -> String {
+        let mut docs = vec![self.node_yaml.clone()];
+        for svc in self.services.values() {
+            docs.push(svc.to_yaml());
+        }
+        for (name, eps) in &self.endpoints {
+            let Some(svc) = self.services.get(name) else {
+                continue;
+            };
+            for (family, is_v4) in [("IPv4", true), ("IPv6", false)] {
+                let eps: Vec<&EndpointDef> =
+                    eps.iter().filter(|e| e.ip.is_ipv4() == is_v4).collect();
+                let mut y = String::new();
+                let _ = writeln!(
+                    y,
+                    "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  namespace: {}\n  name: {}-{}\n  labels:\n    kubernetes.io/service-name: {}\naddressType: {family}\nports:",
+                    svc.namespace,
+                    name,
+                    family.to_lowercase(),
+                    name
+                );
+                for p in &svc.ports {
+                    let _ = writeln!(
+                        y,
+                        "- name: {}\n  protocol: {}\n  port: {}",
+                        p.name, p.protocol, p.target_port
+                    );
+                }
+                if eps.is_empty() {
+                    y.push_str("endpoints: []\n");
+                } else {
+                    y.push_str("endpoints:\n");
+                }
+                for e in eps {
+                    let _ = writeln!(
+                        y,
+                        "- addresses: [\"{}\"]\n  nodeName: {}\n  conditions: {{ready: {}, serving: {}, terminating: {}}}",
+                        e.ip, e.node, e.ready, e.serving, e.terminating
+                    );
+                }
+                docs.push(y);
+            }
+        }
+        docs.join("---\n")
+    }
+}
+
+/// Options of a [`Cluster`].
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `nft` or `legacy`.
+    pub backend: &'static str,
+    /// Extra daemon flags.
+    pub args: Vec<String>,
+    /// The lab's layout.
+    pub lab: LabConfig,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            backend: "nft",
+            args: vec![],
+            lab: LabConfig::default(),
+        }
+    }
+}
+
+/// A running daemon and its log.
+pub struct Daemon {
+    child: Child,
+    log: Arc<Mutex<Vec<serde_json::Value>>>,
+    raw: Arc<Mutex<String>>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A lab with kproxy running on its node.
+pub struct Cluster {
+    pub lab: Lab,
+    pub manifests: Manifests,
+    dir: tempfile::TempDir,
+    daemon: Option<Daemon>,
+    revision: u64,
+    opts: Options,
+}
+
+/// Service CIDRs for the tests.
+pub fn svc_v4(n: u8) -> IpAddr {
+    IpAddr::from([10, 96, 0, n])
+}
+
+pub fn svc_v6(n: u8) -> IpAddr {
+    format!("fd00:96::{n:x}").parse().expect("valid")
+}
+
+impl Cluster {
+    /// Builds the lab, writes the Node manifest and starts the daemon; returns after its
+    /// first sync.
+    pub fn start(opts: Options) -> Cluster {
+        assert!(require_root(), "privileged test: run as root (CI does)");
+        let lab = Lab::with_config(opts.lab.clone()).expect("lab");
+        let cfg = lab.config().clone();
+        let node_yaml = format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: node\n  labels:\n    topology.kubernetes.io/zone: zone-a\nspec:\n  podCIDRs: [\"{}\", \"{}\"]\nstatus:\n  addresses:\n  - {{type: InternalIP, address: \"{}\"}}\n  - {{type: InternalIP, address: \"{}\"}}\n",
+            cfg.node_pods_v4, cfg.node_pods_v6, lab.node.v4, lab.node.v6
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = Cluster {
+            lab,
+            manifests: Manifests {
+                node_yaml,
+                ..Manifests::default()
+            },
+            dir,
+            daemon: None,
+            revision: 0,
+            opts,
+        };
+        c.write();
+        c.start_daemon();
+        c
+    }
+
+    fn manifest_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("cluster.yaml")
+    }
+
+    fn write(&self) {
+        // Atomically: the file source must never see half a file.
+        let tmp = self.dir.path().join(".cluster.yaml.tmp");
+        std::fs::write(&tmp, self.manifests.to_yaml()).expect("write manifests");
+        std::fs::rename(&tmp, self.manifest_path()).expect("rename manifests");
+    }
+
+    /// The daemon's command line.
+    pub fn daemon_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "run",
+            "--source",
+            self.dir.path().to_str().expect("utf-8 path"),
+            "--hostname-override=node",
+            "--cluster-cidr=10.0.0.0/16,fd00:10::/32",
+            "--iptables-min-sync-period=0s",
+            "--iptables-sync-period=2s",
+            "--logging-format=json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(format!("--iptables-backend={}", self.opts.backend));
+        args.extend(self.opts.args.iter().cloned());
+        args
+    }
+
+    /// Starts the daemon (again) and waits for its first sync of both families.
+    pub fn start_daemon(&mut self) {
+        assert!(self.daemon.is_none());
+        let mut child = self
+            .lab
+            .node
+            .command(env!("CARGO_BIN_EXE_kproxy"))
+            .args(self.daemon_args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kproxy");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let raw = Arc::new(Mutex::new(String::new()));
+        {
+            let log = log.clone();
+            let raw = raw.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    raw.lock().unwrap().push_str(&line);
+                    raw.lock().unwrap().push('\n');
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                        log.lock().unwrap().push(v);
+                    }
+                }
+            });
+        }
+        self.daemon = Some(Daemon { child, log, raw });
+        self.wait_synced(self.revision, Duration::from_secs(30));
+    }
+
+    /// Stops the daemon (SIGTERM; rules stay in place).
+    pub fn stop_daemon(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(d.child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = d.child.wait();
+            // The file source's revisions restart at 0 with the next daemon.
+            self.revision = 0;
+        }
+    }
+
+    /// Kills the daemon without warning.
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.child.kill();
+            let _ = d.child.wait();
+            self.revision = 0;
+        }
+    }
+
+    /// The daemon's stderr so far.
+    pub fn log(&self) -> String {
+        self.daemon
+            .as_ref()
+            .map(|d| d.raw.lock().unwrap().clone())
+            .unwrap_or_default()
+    }
+
+    /// The daemon's JSON log records with `message == msg`.
+    pub fn records(&self, msg: &str) -> Vec<serde_json::Value> {
+        self.daemon
+            .as_ref()
+            .map(|d| {
+                d.log
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|v| v["fields"]["message"] == msg)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until both families report a sync that includes source revision `revision`.
+    pub fn wait_synced(&self, revision: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let synced = self.records("synced");
+            let done = ["IPv4", "IPv6"].iter().all(|fam| {
+                synced.iter().any(|r| {
+                    r["fields"]["family"] == *fam
+                        && r["fields"]["revision"]
+                            .as_u64()
+                            .is_some_and(|n| n >= revision)
+                })
+            });
+            if done {
+                return;
+            }
+            if let Some(d) = &self.daemon {
+                assert!(
+                    Instant::now() < deadline,
+                    "kproxy did not sync revision {revision} in {timeout:?}; log:\n{}",
+                    d.raw.lock().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Writes the manifests and waits until the daemon has programmed them.
+    pub fn apply(&mut self) {
+        self.write();
+        self.revision += 1;
+        self.wait_synced(self.revision, Duration::from_secs(30));
+    }
+
+    /// `iptables-save` (or `ip6tables-save`) of the node, without comments and counters.
+    pub fn save(&self, v6: bool, table: &str) -> String {
+        let tool = format!(
+            "{}-{}-save",
+            if v6 { "ip6tables" } else { "iptables" },
+            self.opts.backend
+        );
+        self.lab
+            .node
+            .run(&[&tool, "-t", table])
+            .expect("iptables-save")
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                if l.starts_with(':') {
+                    // ":CHAIN POLICY [p:b]" → drop counters.
+                    l.rsplit_once(' ').map_or(l, |(a, _)| a).to_owned()
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Runs an iptables command in the node.
+    pub fn iptables(&self, v6: bool, args: &[&str]) -> String {
+        let tool = format!(
+            "{}-{}",
+            if v6 { "ip6tables" } else { "iptables" },
+            self.opts.backend
+        );
+        let mut full = vec![tool.as_str()];
+        full.extend_from_slice(args);
+        self.lab.node.run(&full).expect("iptables")
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.opts.backend
+    }
+}
+
+/// `ip:port` in both families.
+pub fn sock(ip: IpAddr, port: u16) -> SocketAddr {
+    SocketAddr::new(ip, port)
+}
+
+/// Starts a TCP+UDP backend named after the pod in `pod` on `port` (both families).
+pub fn backend(pod: &Pod, name: &str, port: u16) -> Backend {
+    Backend::start(pod, name, &pod.socks(port)).expect("backend")
+}
