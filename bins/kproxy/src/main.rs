@@ -2,10 +2,12 @@
 //!
 //! - `kproxy [flags]` / `kproxy run [flags]`: the node daemon.
 //! - `kproxy rules --source PATH [flags]`: print the rules for a cluster given as manifests.
+//! - `kproxy demo`: a sandbox of network namespaces running the real thing.
 //! - `kproxy --cleanup`: remove everything kproxy (or kube-proxy) programmed.
 
 mod cleanup;
 mod config;
+mod demo;
 mod engine;
 mod flags;
 mod host;
@@ -48,6 +50,10 @@ enum Command {
     /// Print the rules the node daemon would program for a cluster given as manifests (a
     /// dry run; no root needed).
     Rules(rules::RulesArgs),
+    /// Build a sandbox of network namespaces shaped like the bundled example cluster, run
+    /// kproxy on it, send traffic to every Service and show where it went (needs root;
+    /// touches nothing outside its own namespaces).
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +65,7 @@ fn main() -> ExitCode {
             &mut std::io::stderr().lock(),
         ),
         Some(Command::Run(args)) => daemon(args),
+        Some(Command::Demo(args)) => demo::run(&args, &mut std::io::stdout().lock()),
         None => daemon(cli.run),
     };
     match result {

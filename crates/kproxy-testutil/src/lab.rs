@@ -116,7 +116,7 @@ fn invalid(msg: String) -> io::Error {
 }
 
 /// Which node a pod runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PodHost {
     /// The node under test, where kproxy's rules go: a "local" endpoint.
     Node,
@@ -504,14 +504,30 @@ impl Lab {
     /// Adds a pod on `host`, with the next free addresses of that node's pod CIDR. The pod is
     /// the caller's: dropping it removes it from the lab.
     pub fn new_pod(&self, host: PodHost) -> io::Result<Pod> {
+        self.add_pod(host, None)
+    }
+
+    /// Adds a pod on `host` with host number `n` of that node's pod CIDRs (`n = 21` in
+    /// `10.244.0.0/24` and `fd00:10:244::/64` gives `10.244.0.21` and `fd00:10:244::21`), to
+    /// reproduce a given cluster's addresses. The caller keeps numbers unique (and clear of
+    /// the `.10`, `.11`, … that [`Lab::new_pod`] hands out).
+    pub fn new_pod_numbered(&self, host: PodHost, n: u32) -> io::Result<Pod> {
+        self.add_pod(host, Some(n))
+    }
+
+    fn add_pod(&self, host: PodHost, number: Option<u32>) -> io::Result<Pod> {
         let c = &self.config;
         let (node, v4net, v6net, tag) = match host {
             PodHost::Node => (&self.node, c.node_pods_v4, c.node_pods_v6, "pod"),
             PodHost::Node2 => (&self.node2, c.node2_pods_v4, c.node2_pods_v6, "rpod"),
         };
         let index = self.next_pod[host as usize].fetch_add(1, Ordering::SeqCst);
-        let v4 = nth_v4(v4net, FIRST_POD_HOST + index)?;
-        let v6 = nth_v6(v6net, FIRST_POD_HOST + index)?;
+        let n = number.unwrap_or(FIRST_POD_HOST + index);
+        if n == GATEWAY_HOST {
+            return Err(invalid(format!("host .{n} is the node's own address")));
+        }
+        let v4 = nth_v4(v4net, n)?;
+        let v6 = nth_v6(v6net, n)?;
         let gateway_v4 = nth_v4(v4net, GATEWAY_HOST)?;
         let gw6 = POD_GATEWAY_V6;
         let host_if = format!("vpod{index}");

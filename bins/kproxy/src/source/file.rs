@@ -67,7 +67,11 @@ impl Snapshot {
                 name: name.clone(),
             });
         }
-        if let Some(n) = next.node.as_ref().filter(|n| self.node.as_ref() != Some(*n)) {
+        if let Some(n) = next
+            .node
+            .as_ref()
+            .filter(|n| self.node.as_ref() != Some(*n))
+        {
             out.push(Event::Node(n.clone()));
         }
         out
