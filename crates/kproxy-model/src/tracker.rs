@@ -426,16 +426,18 @@ impl ChangeTracker {
     }
 
     fn compute(&self, name: &ServiceName) -> ServiceState {
-        let mut ports: Vec<Arc<ServicePortInfo>> = self
+        // Keyed by (port name, protocol): a later duplicate replaces an earlier one, as in
+        // upstream's map.
+        let ports: Vec<Arc<ServicePortInfo>> = self
             .services
             .get(name)
             .map(|svc| ServicePortInfo::from_service(svc, self.family))
             .unwrap_or_default()
             .into_iter()
-            .map(Arc::new)
+            .map(|p| ((p.name.port.clone(), p.name.protocol), Arc::new(p)))
+            .collect::<BTreeMap<_, _>>()
+            .into_values()
             .collect();
-        ports.sort_by(|a, b| (&a.name.port, a.name.protocol).cmp(&(&b.name.port, b.name.protocol)));
-        ports.dedup_by(|a, b| a.name == b.name);
         let slices = self
             .slices_by_service
             .get(name)

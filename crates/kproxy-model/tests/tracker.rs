@@ -309,3 +309,17 @@ proptest! {
         prop_assert_eq!(st.service_port_count(), st.service_ports().count());
     }
 }
+
+#[test]
+fn a_later_duplicate_port_replaces_an_earlier_one() {
+    let mut t = ChangeTracker::new(IpFamily::V4, "n1");
+    t.update_service(svc(
+        "a",
+        "s",
+        "10.0.0.1",
+        &[("p", Protocol::Tcp, 80), ("p", Protocol::Tcp, 81)],
+    ));
+    t.commit();
+    let ports: Vec<u16> = t.state().service_ports().map(|(p, _)| p.port).collect();
+    assert_eq!(ports, [81]);
+}
