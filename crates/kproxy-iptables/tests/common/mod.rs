@@ -3,16 +3,21 @@
 
 #![allow(dead_code)]
 
+pub mod arb;
+pub mod build;
+pub mod sim;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use kproxy_iptables::save::{self, Rule};
-use kproxy_iptables::{Config, LocalDetector, NodePortAddresses};
+use kproxy_iptables::{Compiler, Config, LocalDetector, NodePortAddresses, SyncKind, SyncRequest};
 use kproxy_model::ip::{parse_cidr_sloppy, parse_ip_sloppy};
 use kproxy_model::{
-    ChangeTracker, Endpoint, EndpointPort, EndpointSlice, IpFamily, IpMode, LoadBalancerIngress,
-    NodeTopology, Protocol, Service, ServicePort, ServiceType, SessionAffinity, TrafficPolicy,
+    ChangeTracker, Changes, Endpoint, EndpointPort, EndpointSlice, IpFamily, IpMode,
+    LoadBalancerIngress, NodeTopology, Protocol, Service, ServiceName, ServicePort, ServiceType,
+    SessionAffinity, TrafficPolicy,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -76,6 +81,10 @@ pub struct VService {
     pub kind: Option<String>,
     #[serde(rename = "clusterIP")]
     pub cluster_ip: String,
+    /// Dual-stack Services: every cluster IP (`spec.clusterIPs`); when given it replaces
+    /// `clusterIP`. (An extension of the conformance schema, used by the golden vectors.)
+    #[serde(rename = "clusterIPs", default)]
+    pub cluster_ips: Vec<String>,
     #[serde(default)]
     pub ports: Vec<VPort>,
     #[serde(rename = "externalIPs", default)]
@@ -332,7 +341,14 @@ pub fn service(v: &VService) -> Service {
             "ExternalName" => ServiceType::ExternalName,
             other => panic!("type {other}"),
         },
-        cluster_ips: parse_ip_sloppy(&v.cluster_ip).into_iter().collect(),
+        cluster_ips: if v.cluster_ips.is_empty() {
+            parse_ip_sloppy(&v.cluster_ip).into_iter().collect()
+        } else {
+            v.cluster_ips
+                .iter()
+                .map(|s| parse_ip_sloppy(s).expect("clusterIPs"))
+                .collect()
+        },
         ports: v
             .ports
             .iter()
@@ -630,4 +646,204 @@ impl<'a> Tracer<'a> {
         }
         true
     }
+}
+
+/// [`canonical`], refined: the chains whose rules come from many service ports in an
+/// order the spec leaves open (§4.1: upstream iterates service ports in random order) —
+/// `KUBE-SERVICES`, `KUBE-NODEPORTS`, `KUBE-EXTERNAL-SERVICES`, `KUBE-PROXY-FIREWALL` —
+/// are stably sorted by the *service port* name `N` (the comment up to its first space),
+/// keeping the "must be the last rule" rule(s) last. Rules of one service port keep their
+/// relative order, so any spec-conforming output has exactly one such form. Equal to
+/// [`canonical`]'s result whenever every Service has one port.
+pub fn canonical_strict(text: &str) -> String {
+    let rs = save::parse(text).unwrap_or_else(|e| panic!("restore input parses: {e}\n{text}"));
+    let mut tables = rs.tables.clone();
+    tables.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = String::new();
+    for t in &tables {
+        out.push_str(&format!("*{}\n", t.name));
+        let mut chains: Vec<&str> = t.chain_names().collect();
+        chains.sort_by_key(|c| chain_rank(c));
+        chains.dedup();
+        let deleted: BTreeSet<&str> = t
+            .commands
+            .iter()
+            .filter_map(|c| match c {
+                save::Command::DeleteChain(c) => Some(c.as_str()),
+                _ => None,
+            })
+            .collect();
+        for c in &chains {
+            out.push_str(&format!(":{c} - [0:0]\n"));
+        }
+        for c in &chains {
+            let mut rules: Vec<&Rule> = t.appended().filter(|r| r.chain == *c).collect();
+            if [
+                "KUBE-SERVICES",
+                "KUBE-NODEPORTS",
+                "KUBE-EXTERNAL-SERVICES",
+                "KUBE-PROXY-FIREWALL",
+            ]
+            .contains(c)
+            {
+                rules.sort_by_key(|r| {
+                    let comment = r.value_of("--comment").unwrap_or("");
+                    let last = comment.contains("must be the last rule");
+                    (last, comment.split(' ').next().unwrap_or("").to_owned())
+                });
+            }
+            for r in rules {
+                out.push_str(&r.to_string());
+                out.push('\n');
+            }
+        }
+        for c in &chains {
+            if deleted.contains(c) {
+                out.push_str(&format!("-X {c}\n"));
+            }
+        }
+        out.push_str("COMMIT\n");
+    }
+    out
+}
+
+/// Compiles a rules vector (one sync on a fresh compiler) and returns the restore input.
+pub fn compile_vector(v: &RulesVector) -> String {
+    let (cfg, ifaces) = config(&v.options);
+    let t = tracker(
+        cfg.family,
+        &v.options.node_name,
+        &v.services,
+        &v.endpoint_slices,
+    );
+    let changed: BTreeSet<ServiceName> = v
+        .sync
+        .changed_services
+        .iter()
+        .map(|s| {
+            let (ns, n) = s.split_once('/').unwrap();
+            ServiceName::new(ns, n)
+        })
+        .collect();
+    let mut compiler = Compiler::new(cfg);
+    compiler.set_interface_addresses(ifaces);
+    let existing =
+        (v.sync.stale_cleanup_due != Some(false)).then_some(&v.sync.nat_chains_before_sync[..]);
+    let out = compiler.compile(
+        t.state(),
+        SyncRequest {
+            kind: if v.sync.kind == "partial" {
+                SyncKind::Partial
+            } else {
+                SyncKind::Full
+            },
+            changed: &Changes::of_services(changed),
+            existing_nat_chains: existing,
+        },
+    );
+    out.restore.to_string()
+}
+
+/// Runs every case of a flow file (path under tests/fixtures) through a full sync and the
+/// [`Tracer`]; returns the number of flows checked. Failures are collected and reported
+/// together.
+pub fn run_flow_file(name: &str) -> usize {
+    let cases = flow_cases(&fixture(name));
+    assert!(!cases.is_empty(), "{name}: no cases");
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for case in cases {
+        let (cfg, ifaces) = config(&case.options);
+        let t = tracker(
+            cfg.family,
+            &case.options.node_name,
+            &case.services,
+            &case.endpoint_slices,
+        );
+        let mut compiler = Compiler::new(cfg);
+        compiler.set_interface_addresses(ifaces);
+        let out = compiler.compile(
+            t.state(),
+            SyncRequest {
+                kind: SyncKind::Full,
+                changed: &Changes::default(),
+                existing_nat_chains: None,
+            },
+        );
+        let text = out.restore.to_string();
+        let rules = save::parse(&text).unwrap();
+        if let Some(want) = case.expect_kube_firewall_rule {
+            let has = rules
+                .table("filter")
+                .unwrap()
+                .rules_of("KUBE-FIREWALL")
+                .iter()
+                .any(|r| r.target() == Some("DROP"));
+            if has != want {
+                failures.push(format!("{}: KUBE-FIREWALL rule present={has}", case.name));
+            }
+        }
+        let tracer = Tracer::new(&rules, &case.local_ips);
+        for flow in &case.flows {
+            let proto = flow.protocol.as_deref().unwrap_or("TCP").to_lowercase();
+            let (output, masq) = tracer.trace(
+                flow.source_ip.parse().unwrap(),
+                &proto,
+                flow.dest_ip.parse().unwrap(),
+                flow.dest_port,
+            );
+            if output != flow.output {
+                failures.push(format!(
+                    "{} / {}: output {output:?}, want {:?}",
+                    case.name, flow.name, flow.output
+                ));
+            } else if !flow.output.is_empty()
+                && !["DROP", "REJECT"].contains(&flow.output.as_str())
+                && masq != flow.masq
+            {
+                failures.push(format!(
+                    "{} / {}: masq {masq}, want {}",
+                    case.name, flow.name, flow.masq
+                ));
+            }
+            checked += 1;
+        }
+        if !failures.is_empty() && failures.iter().any(|f| f.starts_with(&case.name)) {
+            failures.push(format!(
+                "--- ruleset of {}:\n{}",
+                case.name,
+                canonical(&text)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{name}:\n{}", failures.join("\n"));
+    checked
+}
+
+/// A short line-level difference between two texts (lines only in `want` with `-`, only
+/// in `got` with `+`, as multisets), for assertion messages.
+pub fn line_diff(want: &str, got: &str) -> String {
+    let mut left: Vec<&str> = got.lines().collect();
+    let mut out = String::new();
+    for l in want.lines() {
+        match left.iter().position(|g| *g == l) {
+            Some(i) => {
+                left.remove(i);
+            }
+            None => {
+                out.push_str("- ");
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    for l in left {
+        out.push_str("+ ");
+        out.push_str(l);
+        out.push('\n');
+    }
+    if out.is_empty() {
+        out.push_str("(same lines, different order)\n");
+    }
+    out
 }
