@@ -53,6 +53,7 @@ goldens! {
     topology_node_hints_off => "topology-node-hints-off",
     unnamed_port => "unnamed-port",
     leading_zeros => "leading-zeros",
+    ipv6_nodeport_addresses => "ipv6-nodeport-addresses",
     base => "base",
     mark_production => "mark-production",
     mark_bit_31 => "mark-bit-31",
