@@ -64,6 +64,16 @@ pub struct SyncRequest<'a> {
     pub existing_nat_chains: Option<&'a [String]>,
 }
 
+/// A line for [`Compiler::compile_with_extra`]: a chain line or a command (`-I INPUT 1 …`,
+/// `-N CHAIN`) in a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraLine {
+    /// `filter`, `nat` or `mangle`.
+    pub table: &'static str,
+    /// The line, without the newline.
+    pub line: String,
+}
+
 /// Figures about one compiled sync, for logs and metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncStats {
@@ -311,6 +321,9 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// What a service port rendered last time.
 #[derive(Debug)]
 struct PortCache {
+    /// (port name, protocol, ClientIP affinity, large-cluster mode): while these stay the
+    /// same, an endpoint chain with the same name has the same rules.
+    sep_key: (String, kproxy_model::Protocol, bool, bool),
     /// Its `KUBE-SERVICES` / `KUBE-NODEPORTS` nat rules.
     top_nat: Vec<u8>,
     top_nat_lines: usize,
@@ -411,6 +424,19 @@ impl Compiler {
 
     /// Compiles `state` into restore input.
     pub fn compile(&mut self, state: &ProxyState, req: SyncRequest<'_>) -> Compiled {
+        self.compile_with_extra(state, req, &[])
+    }
+
+    /// Like [`Compiler::compile`], with `extra` lines added at the end of their table's
+    /// section (a `mangle` section is added when needed): the proxier's way to create the
+    /// jump rules from built-in chains and the canaries in the same transaction as a full
+    /// sync. Ignored by delta syncs.
+    pub fn compile_with_extra(
+        &mut self,
+        state: &ProxyState,
+        req: SyncRequest<'_>,
+        extra: &[ExtraLine],
+    ) -> Compiled {
         let full = req.kind == SyncKind::Full;
         let mut stats = SyncStats {
             service_ports: state.service_port_count(),
@@ -443,11 +469,13 @@ impl Compiler {
             for name in &req.changed.services {
                 let old = self.forget_service(name);
                 if let Some(service) = state.service(name) {
+                    let reuse = if delta { old.as_ref() } else { None };
                     self.add_service(
                         name,
                         service,
                         true,
                         large,
+                        reuse,
                         &mut stats,
                         &mut nat_chains,
                         &mut nat_rules,
@@ -467,6 +495,7 @@ impl Compiler {
                     service,
                     write_chains,
                     large,
+                    None,
                     &mut stats,
                     &mut nat_chains,
                     &mut nat_rules,
@@ -527,11 +556,24 @@ impl Compiler {
         stats.no_local_endpoints_internal = totals.no_local_internal;
         stats.no_local_endpoints_external = totals.no_local_external;
 
-        let (filter_head, filter_tail) = self.filter_frame(&mut stats);
-        let (nat_head, nat_tail) = self.nat_frame(&mut stats);
+        let (filter_head, mut filter_tail) = self.filter_frame(&mut stats);
+        let (nat_head, mut nat_tail) = self.nat_frame(&mut stats);
         self.cache.nodeports_rules = self.nodeports_rules();
+        let mut mangle = Vec::new();
+        for (table, section) in [("filter", &mut filter_tail), ("nat", &mut nat_tail), ("mangle", &mut mangle)] {
+            for e in extra.iter().filter(|e| e.table == table) {
+                section.extend_from_slice(e.line.as_bytes());
+                section.push(b'\n');
+            }
+            section.extend_from_slice(b"COMMIT\n");
+        }
 
-        let mut parts: Vec<Bytes> = Vec::with_capacity(self.cache.chunks.len() * 2 + 8);
+        let mut parts: Vec<Bytes> = Vec::with_capacity(self.cache.chunks.len() * 2 + 9);
+        if extra.iter().any(|e| e.table == "mangle") {
+            let mut section = b"*mangle\n".to_vec();
+            section.extend_from_slice(&mangle);
+            parts.push(section.into());
+        }
         parts.push(filter_head.into());
         parts.extend(self.cache.chunks.iter().map(|c| c.filter.clone()));
         parts.push(filter_tail.into());
@@ -549,7 +591,8 @@ impl Compiler {
         }
     }
 
-    /// The filter table's start (chain lines, `KUBE-FIREWALL`) and end (`KUBE-FORWARD`).
+    /// The filter table's start (chain lines, `KUBE-FIREWALL`) and end (`KUBE-FORWARD`,
+    /// without `COMMIT`).
     fn filter_frame(&self, stats: &mut SyncStats) -> (Vec<u8>, Vec<u8>) {
         let mark = &self.config.masquerade_mark;
         let mut head = Vec::with_capacity(512);
@@ -584,15 +627,14 @@ impl Compiler {
         let _ = write!(
             tail,
             "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark {mark}/{mark} -j ACCEPT\n\
-             -A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
-             COMMIT\n"
+             -A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
         );
         stats.filter_rules += 2;
         (head, tail)
     }
 
     /// The nat table's fixed rules (`KUBE-POSTROUTING`, `KUBE-MARK-MASQ`) and its end (the
-    /// last `KUBE-SERVICES` rules, `COMMIT`).
+    /// last `KUBE-SERVICES` rules, without `COMMIT`).
     fn nat_frame(&self, stats: &mut SyncStats) -> (Vec<u8>, Vec<u8>) {
         let mark = &self.config.masquerade_mark;
         let mut head = Vec::with_capacity(512);
@@ -617,7 +659,6 @@ impl Compiler {
             stats.nat_rules_written += 1;
             stats.nat_rules_total += 1;
         }
-        tail.extend_from_slice(b"COMMIT\n");
         (head, tail)
     }
 
@@ -751,7 +792,9 @@ impl Compiler {
     }
 
     /// Renders a Service's top-level rules into the cache and, if `write_chains`, its
-    /// per-service chains into the output.
+    /// per-service chains into the output. With `reuse` (a delta sync: what the kernel holds
+    /// for this Service), endpoint chains that exist there with the same rules are kept
+    /// rather than rewritten.
     #[allow(clippy::too_many_arguments)]
     fn add_service(
         &mut self,
@@ -759,6 +802,7 @@ impl Compiler {
         service: &kproxy_model::ServiceState,
         write_chains: bool,
         large: bool,
+        reuse: Option<&ServiceEntry>,
         stats: &mut SyncStats,
         nat_chains: &mut Vec<u8>,
         nat_rules: &mut Vec<u8>,
@@ -774,13 +818,24 @@ impl Compiler {
             let plan = self.plan(svc, eps);
             let n = svc.name.to_string();
             let mut entry = self.render_top(&plan, svc, &n, localhost_np);
+            entry.sep_key.3 = large;
             entry.chains = self.port_chains(svc, &plan);
             if write_chains {
-                for chain in &entry.chains {
+                let kept: FastSet<ChainName> = reuse
+                    .and_then(|old| old.ports.iter().find(|p| p.sep_key == entry.sep_key))
+                    .map(|old| {
+                        old.chains
+                            .iter()
+                            .copied()
+                            .filter(|c| c.starts_with("KUBE-SEP-"))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for chain in entry.chains.iter().filter(|c| !kept.contains(*c)) {
                     chain_line(nat_chains, chain.as_bytes());
                 }
                 let seps = &entry.chains[entry.chains.len() - plan.sets.all_len()..];
-                let lines = self.render_chains(svc, &plan, &n, large, seps, nat_rules);
+                let lines = self.render_chains(svc, &plan, &n, large, seps, &kept, nat_rules);
                 entry.chain_rule_lines = lines;
                 stats.nat_rules_written += lines;
                 stats.written_service_ports += 1;
@@ -962,6 +1017,12 @@ impl Compiler {
             filter_lines += 1;
         }
         PortCache {
+            sep_key: (
+                svc.name.port.clone(),
+                svc.name.protocol,
+                svc.session_affinity_timeout.is_some(),
+                false,
+            ),
             top_nat: nat,
             top_nat_lines: nat_lines,
             top_filter: filter,
@@ -1044,8 +1105,10 @@ impl Compiler {
     }
 
     /// Renders the rules of the per-service chains of one port (spec §3.3 #12–#17, §3.4)
-    /// into `out` and returns the number of `-A` lines written. `seps` are the endpoint
-    /// chains of `plan.sets.all`, in order.
+    /// into `out` and returns the number of `-A` lines the chains hold. `seps` are the
+    /// endpoint chains of `plan.sets.all`, in order; those in `kept` are already in the
+    /// kernel with these very rules and are not written.
+    #[allow(clippy::too_many_arguments)]
     fn render_chains(
         &mut self,
         svc: &ServicePortInfo,
@@ -1053,6 +1116,7 @@ impl Compiler {
         n: &str,
         large: bool,
         seps: &[ChainName],
+        kept: &FastSet<ChainName>,
         out: &mut Vec<u8>,
     ) -> usize {
         let p = svc.protocol().lower();
@@ -1206,6 +1270,10 @@ impl Compiler {
 
         // #17: one chain per endpoint.
         for (ep, sep) in plan.sets.all().zip(seps) {
+            lines += 2;
+            if kept.contains(sep) {
+                continue;
+            }
             let ep_str = ep.endpoint_str();
             let ip = match ep.ip() {
                 IpAddr::V4(_) => &ep_str[..ep_str.rfind(':').unwrap_or(ep_str.len())],
@@ -1240,7 +1308,6 @@ impl Compiler {
             out.extend_from_slice(b" -j DNAT --to-destination ");
             out.extend_from_slice(ep_str.as_bytes());
             out.push(b'\n');
-            lines += 2;
         }
         lines
     }

@@ -243,11 +243,21 @@ impl Iptables {
         })
     }
 
+    /// `iptables-save` of every table.
+    pub fn save_all(&self) -> Result<String, ApplyError> {
+        self.save_tables(&[])
+    }
+
     /// `iptables-save -t table`.
     pub fn save(&self, table: &str) -> Result<String, ApplyError> {
+        self.save_tables(&["-t", table])
+    }
+
+    fn save_tables(&self, args: &[&str]) -> Result<String, ApplyError> {
+        let table = args.last().copied().unwrap_or("(all)");
         let program = tool(self.family, self.backend, "-save");
         let out = Command::new(&program)
-            .args(["-t", table])
+            .args(args)
             .stdin(Stdio::null())
             .output()
             .map_err(|source| ApplyError::Spawn {
@@ -392,7 +402,7 @@ fn error_context(input: &RestoreInput, stderr: &str) -> String {
     };
     let text = input.to_string();
     let lines: Vec<&str> = text.lines().collect();
-    let from = line.saturating_sub(2).max(1);
+    let from = line.saturating_sub(1).max(1);
     let to = (line + 1).min(lines.len());
     (from..=to)
         .filter_map(|n| lines.get(n - 1).map(|l| format!("{n:>6}: {l}")))
@@ -433,7 +443,8 @@ mod tests {
             ctx,
             "     2: :A - [0:0]\n     3: -A A -j B\n     4: -A A -j C"
         );
-        assert_eq!(error_context(&input, "iptables-restore: line 5 failed").lines().count(), 3);
+        // The last line has no successor.
+        assert_eq!(error_context(&input, "iptables-restore: line 5 failed").lines().count(), 2);
         assert_eq!(error_context(&input, "no line here"), "");
     }
 }

@@ -12,7 +12,7 @@ pub mod proxier;
 pub mod restore;
 pub mod save;
 
-pub use compile::{Compiled, Compiler, SyncKind, SyncRequest, SyncStats};
+pub use compile::{Compiled, Compiler, ExtraLine, SyncKind, SyncRequest, SyncStats};
 pub use config::{Config, LocalDetector, NodePortAddresses};
 pub use error::ApplyError;
 pub use exec::{Backend, Iptables};

@@ -14,12 +14,13 @@ use kproxy_conntrack::nfacct::NfAcct;
 use kproxy_conntrack::{Conntrack, Family, Protocol as CtProtocol, StaleFlowFilter};
 use kproxy_model::{Changes, IpFamily, Protocol, ProxyState};
 
-use crate::compile::{Compiler, SyncKind, SyncRequest, SyncStats};
+use crate::compile::{Compiler, ExtraLine, SyncKind, SyncRequest, SyncStats};
 use crate::config::Config;
 use crate::error::ApplyError;
 use crate::exec::{Iptables, RestoreTiming};
 use crate::names::is_service_chain;
 use crate::restore::RestoreInput;
+use crate::save;
 
 /// Upstream's period of full syncs when nothing else forces one (`FullSyncPeriod`).
 pub const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
@@ -141,6 +142,9 @@ pub struct ProxierOptions {
     pub conntrack_cleanup: bool,
     /// Create the nfacct counters on full syncs.
     pub nfacct: bool,
+    /// Keep the last restore input (for debugging and benchmarks; a full sync's input can
+    /// be tens of megabytes).
+    pub keep_last_input: bool,
 }
 
 impl Default for ProxierOptions {
@@ -150,6 +154,7 @@ impl Default for ProxierOptions {
             full_sync_period: FULL_SYNC_PERIOD,
             conntrack_cleanup: true,
             nfacct: true,
+            keep_last_input: false,
         }
     }
 }
@@ -196,6 +201,7 @@ pub struct Proxier {
     need_full: bool,
     last_full: Option<Instant>,
     conntrack: Option<Conntrack>,
+    last_input: Option<RestoreInput>,
 }
 
 impl Proxier {
@@ -209,6 +215,7 @@ impl Proxier {
             need_full: true,
             last_full: None,
             conntrack: None,
+            last_input: None,
         }
     }
 
@@ -225,6 +232,11 @@ impl Proxier {
     /// The compiler, to update the node topology or interface addresses.
     pub fn compiler_mut(&mut self) -> &mut Compiler {
         &mut self.compiler
+    }
+
+    /// The last restore input, if [`ProxierOptions::keep_last_input`].
+    pub fn last_input(&self) -> Option<&RestoreInput> {
+        self.last_input.as_ref()
     }
 
     /// Makes the next sync full (the node's topology changed, the tables were flushed).
@@ -274,17 +286,36 @@ impl Proxier {
             source,
         };
         let mut warning = None;
-        if kind == SyncKind::Full {
+        let mut extra = Vec::new();
+        let existing = if kind == SyncKind::Full {
             if let Err(e) = self.ensure_nfacct() {
                 warning = Some(format!("nfacct counters: {e}"));
             }
-            self.ensure_jumps().map_err(|e| fail(false, e))?;
-        }
-        // Stale chains: on full syncs, and on upstream-style partial syncs when due. Delta
-        // syncs know exactly which chains they retire.
-        let existing = if kind == SyncKind::Full
-            || (kind == SyncKind::Partial && self.compiler.stale_chain_cleanup_due(state, now))
-        {
+            // One look at every table: stale chains, missing jumps from the built-in
+            // chains; the restore below then creates what is missing, atomically.
+            let saved = self.iptables.save_all().map_err(|e| fail(false, e))?;
+            let saved = save::parse(&saved).map_err(|e| {
+                fail(
+                    false,
+                    ApplyError::Failed {
+                        command: "iptables-save".into(),
+                        status: None,
+                        stderr: format!("unparsable output: {e}"),
+                        context: String::new(),
+                    },
+                )
+            })?;
+            extra = self.missing_jumps(&saved);
+            self.compiler.record_stale_chain_cleanup(now);
+            Some(
+                saved
+                    .table("nat")
+                    .map(|t| t.chain_names().map(str::to_owned).collect::<Vec<_>>())
+                    .unwrap_or_default(),
+            )
+        } else if kind == SyncKind::Partial && self.compiler.stale_chain_cleanup_due(state, now) {
+            // Upstream-style partial syncs look for stale chains when due; delta syncs know
+            // exactly which chains they retire.
             self.compiler.record_stale_chain_cleanup(now);
             match self.iptables.chains("nat") {
                 Ok(chains) => Some(chains),
@@ -297,13 +328,14 @@ impl Proxier {
             None
         };
         let compile_start = Instant::now();
-        let compiled = self.compiler.compile(
+        let compiled = self.compiler.compile_with_extra(
             state,
             SyncRequest {
                 kind,
                 changed: changes,
                 existing_nat_chains: existing.as_deref(),
             },
+            &extra,
         );
         let compile_time = compile_start.elapsed();
         let actual_kind = if compiled.stats.delta {
@@ -313,6 +345,9 @@ impl Proxier {
         } else {
             SyncKind::Partial
         };
+        if self.options.keep_last_input {
+            self.last_input = Some(compiled.restore.clone());
+        }
         let restore = if compiled.restore.is_empty() {
             None
         } else {
@@ -366,17 +401,50 @@ impl Proxier {
         result
     }
 
-    /// The chains the rules live in and the jumps to them from the built-in chains.
-    fn ensure_jumps(&self) -> Result<(), ApplyError> {
-        for (table, from, extra, comment, to) in JUMPS {
-            self.iptables.ensure_chain(table, to)?;
-            self.iptables
-                .ensure_rule_first(table, from, &jump_args(extra, comment, to))?;
-        }
+    /// The restore lines that create what `saved` lacks: the canary chains, the shared
+    /// `KUBE-FIREWALL` chain, and the jump rules from the built-in chains (spec §1.2: each
+    /// missing one inserted at the top, in table order).
+    fn missing_jumps(&self, saved: &save::Ruleset) -> Vec<ExtraLine> {
+        let mut extra = Vec::new();
         for table in ["mangle", "nat", "filter"] {
-            self.iptables.ensure_chain(table, CANARY)?;
+            extra.push(ExtraLine {
+                table,
+                line: format!(":{CANARY} - [0:0]"),
+            });
         }
-        Ok(())
+        let has_chain = |table: &str, chain: &str| {
+            saved
+                .table(table)
+                .is_some_and(|t| t.chain_names().any(|c| c == chain))
+        };
+        if !has_chain("filter", "KUBE-FIREWALL")
+            && !self.compiler.config().localhost_nodeports_effective()
+        {
+            extra.push(ExtraLine {
+                table: "filter",
+                line: ":KUBE-FIREWALL - [0:0]".into(),
+            });
+        }
+        for (table, from, args_extra, comment, to) in JUMPS {
+            let args: Vec<String> = jump_args(args_extra, comment, to)
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            let present = saved
+                .table(table)
+                .is_some_and(|t| t.rules_of(from).iter().any(|r| r.args == args));
+            if !present {
+                let rule = save::Rule {
+                    chain: (*from).to_owned(),
+                    args,
+                };
+                // "-A CHAIN …" → "-I CHAIN 1 …"
+                let text = rule.to_string();
+                let line = format!("-I {from} 1{}", &text[3 + from.len()..]);
+                extra.push(ExtraLine { table, line });
+            }
+        }
+        extra
     }
 
     /// Whether someone flushed or deleted our rules since the last sync (a firewall
