@@ -27,14 +27,14 @@
 //!
 //! # Layout
 //!
-//! - [`compile`]: [`Compiler`], [`SyncRequest`], [`SyncStats`]
-//! - [`config`]: [`Config`], [`LocalDetector`], [`NodePortAddresses`]
-//! - [`names`]: chain names
-//! - [`restore`]: [`RestoreInput`]
-//! - [`save`]: the `iptables-save` parser
-//! - [`exec`]: running the iptables tools ([`Iptables`], [`Backend`])
-//! - [`proxier`]: [`Proxier`], the sync loop's body, and [`proxier::cleanup`]
-//! - [`error`]: [`ApplyError`]
+//! - [`compile`] — [`Compiler`], [`SyncRequest`], [`SyncStats`]
+//! - [`config`] — [`Config`], [`LocalDetector`], [`NodePortAddresses`]
+//! - [`names`] — chain names
+//! - [`restore`] — [`RestoreInput`]
+//! - [`save`] — the `iptables-save` parser
+//! - [`exec`] — running the iptables tools ([`Iptables`], [`Backend`])
+//! - [`proxier`] — [`Proxier`], the sync loop's body, and [`proxier::cleanup`]
+//! - [`error`] — [`ApplyError`]
 //!
 //! # Example
 //!
