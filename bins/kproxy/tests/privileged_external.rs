@@ -1,0 +1,579 @@
+//! Traffic from outside the node on a real kernel, over both iptables backends and both
+//! families: NodePorts (node address, a secondary address, 127.0.0.1 from the node itself;
+//! never `::1`), external IPs, load-balancer IPs behind `loadBalancerSourceRanges`, Services
+//! without endpoints (refused at once), and who the backend sees as its peer (masquerading
+//! exactly where upstream masquerades).
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Timeout of a probe that is expected to fail (DROP): short, the lab answers in
+/// milliseconds.
+const SHORT: Duration = Duration::from_millis(600);
+
+const PORT: u16 = 80;
+const TARGET: u16 = 8080;
+
+fn start(backend_kind: &'static str, local_pods: usize, remote_pods: usize) -> Cluster {
+    Cluster::start(Options {
+        backend: backend_kind,
+        lab: LabConfig {
+            local_pods,
+            remote_pods,
+            ..LabConfig::default()
+        },
+        ..Options::default()
+    })
+}
+
+fn node_name(p: &Pod) -> &'static str {
+    match p.host {
+        PodHost::Node => "node",
+        PodHost::Node2 => "node2",
+    }
+}
+
+/// Ready endpoints, both families, for `pods`.
+fn endpoints(pods: &[&Pod]) -> Vec<EndpointDef> {
+    pods.iter()
+        .flat_map(|p| {
+            [
+                EndpointDef::ready(p.v4, node_name(p)),
+                EndpointDef::ready(p.v6, node_name(p)),
+            ]
+        })
+        .collect()
+}
+
+fn v4(s: &str) -> IpAddr {
+    s.parse().expect("valid address")
+}
+
+/// A LoadBalancer Service `default/<name>` with VIPs `lb_ips` and NodePort `node_port`.
+fn load_balancer(
+    name: &str,
+    cluster_ips: &[IpAddr],
+    node_port: u16,
+    lb_ips: &[IpAddr],
+) -> ServiceDef {
+    let mut s = ServiceDef::cluster_ip(name, cluster_ips, PORT, TARGET).node_port(node_port);
+    s.kind = "LoadBalancer";
+    s.lb_ips = lb_ips.to_vec();
+    s
+}
+
+/// The node's iptables rules, both families, for failure messages.
+fn rules(c: &Cluster) -> String {
+    let mut out = String::new();
+    for v6 in [false, true] {
+        for table in ["nat", "filter"] {
+            out.push_str(&format!(
+                "== {} {table}\n{}\n",
+                if v6 { "ip6tables" } else { "iptables" },
+                c.save(v6, table)
+            ));
+        }
+    }
+    out
+}
+
+/// Probes `probe` `n` times from `ns`; asserts every probe was answered, only by backends
+/// in `allowed`, and by each of `allowed` at least once. Returns every result.
+fn answered_by_all(
+    c: &Cluster,
+    ns: &Netns,
+    probe: &Probe,
+    n: usize,
+    allowed: &[&str],
+) -> Vec<ProbeResult> {
+    let p = probe.clone();
+    let results: Vec<ProbeResult> = ns
+        .enter(move || (0..n).map(|_| p.run_here()).collect())
+        .expect("enter namespace");
+    let hist = histogram(&results);
+    let ok = hist.keys().all(|k| allowed.contains(&k.as_str()))
+        && allowed.iter().all(|b| hist.contains_key(*b));
+    assert!(
+        ok,
+        "{} {} → {}: want answers from exactly {allowed:?}, got {hist:?}\n{}",
+        c.backend(),
+        ns.name(),
+        probe.target,
+        rules(c)
+    );
+    results
+}
+
+/// Runs `probe` from `ns` once and asserts the outcome, and for a refusal that it came at
+/// once (a REJECT, not a timeout nor a retransmission).
+fn expect(c: &Cluster, ns: &Netns, probe: Probe, want: &ProbeResult) {
+    let p = probe.clone();
+    let (got, took) = ns
+        .enter(move || {
+            let t = Instant::now();
+            (p.run_here(), t.elapsed())
+        })
+        .expect("enter namespace");
+    assert_eq!(
+        &got,
+        want,
+        "{} {} → {} (from {:?}): took {took:?}\n{}",
+        c.backend(),
+        ns.name(),
+        probe.target,
+        probe.source,
+        rules(c)
+    );
+    if *want == ProbeResult::Refused {
+        assert!(
+            took < Duration::from_millis(500),
+            "{} {} → {}: refused, but only after {took:?}",
+            c.backend(),
+            ns.name(),
+            probe.target
+        );
+    }
+}
+
+/// Asserts the daemon never failed a sync.
+fn no_failed_syncs(c: &Cluster) {
+    let failed = c.records("sync failed; the next sync will be full");
+    assert!(
+        failed.is_empty(),
+        "{}: failed syncs: {failed:?}",
+        c.backend()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. NodePorts
+// ---------------------------------------------------------------------------------------
+
+/// A NodePort answers on the node's address and on a secondary address from the external
+/// client (both families, both endpoints used, TCP and UDP), on 127.0.0.1 from the node
+/// itself (the daemon turned `route_localnet` on), and never on `[::1]`.
+fn node_ports(backend_kind: &'static str) {
+    let mut c = start(backend_kind, 1, 1);
+    let (local, remote) = (&c.lab.local_pods[0], &c.lab.remote_pods[0]);
+    let _b0 = backend(local, "local", TARGET);
+    let _b1 = backend(remote, "remote", TARGET);
+    let secondary = [v4("198.51.100.7"), v4("2001:db8:51::7")];
+    for ip in secondary {
+        c.lab.add_node_address(ip).expect("secondary address");
+    }
+    let eps = endpoints(&[local, remote]);
+    c.manifests
+        .service(
+            ServiceDef::cluster_ip("np", &[svc_v4(20), svc_v6(20)], PORT, TARGET).node_port(30080),
+        )
+        .set_endpoints("np", eps.clone())
+        .service(
+            ServiceDef::cluster_ip("np-udp", &[svc_v4(22), svc_v6(22)], PORT, TARGET)
+                .udp()
+                .node_port(30085),
+        )
+        .set_endpoints("np-udp", eps);
+    c.apply();
+
+    let node = &c.lab.node;
+    for target in [
+        IpAddr::from(node.v4),
+        IpAddr::from(node.v6),
+        secondary[0],
+        secondary[1],
+    ] {
+        for probe in [
+            Probe::tcp(sock(target, 30080)),
+            Probe::udp(sock(target, 30085)),
+        ] {
+            answered_by_all(&c, &c.lab.client, &probe, 40, &["local", "remote"]);
+        }
+    }
+    // Localhost NodePort, IPv4 only, from the node itself.
+    answered_by_all(
+        &c,
+        &c.lab.node,
+        &Probe::tcp(sock(v4("127.0.0.1"), 30080)),
+        40,
+        &["local", "remote"],
+    );
+    assert_eq!(
+        c.lab
+            .node
+            .read_sysctl("net.ipv4.conf.all.route_localnet")
+            .expect("sysctl"),
+        "1",
+        "localhost NodePorts are on by default: the daemon must set route_localnet"
+    );
+    // Never on IPv6 loopback: nothing listens on the node, so the node's own stack refuses.
+    expect(
+        &c,
+        &c.lab.node,
+        Probe::tcp(sock(v4("::1"), 30080)).with_timeout(SHORT),
+        &ProbeResult::Refused,
+    );
+    no_failed_syncs(&c);
+}
+
+#[test]
+fn node_ports_nft() {
+    node_ports("nft");
+}
+
+#[test]
+fn node_ports_legacy() {
+    node_ports("legacy");
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. External IPs
+// ---------------------------------------------------------------------------------------
+
+/// External IPs, one held by the node and one only routed to it, reached from the external
+/// client over both families; eTP Cluster, so the backend sees the node, not the client.
+fn external_ips(backend_kind: &'static str) {
+    let mut c = start(backend_kind, 1, 1);
+    let (local, remote) = (&c.lab.local_pods[0], &c.lab.remote_pods[0]);
+    let _b0 = backend(local, "local", TARGET);
+    let _b1 = backend(remote, "remote", TARGET);
+    let on_node = [v4("198.51.100.20"), v4("2001:db8:51::20")];
+    let routed = [v4("198.51.100.21"), v4("2001:db8:51::21")];
+    for ip in on_node {
+        c.lab.add_node_address(ip).expect("node address");
+    }
+    let mut svc = ServiceDef::cluster_ip("ext", &[svc_v4(21), svc_v6(21)], PORT, TARGET);
+    svc.external_ips = on_node.iter().chain(&routed).copied().collect();
+    let eps = endpoints(&[local, remote]);
+    c.manifests.service(svc).set_endpoints("ext", eps);
+    c.apply();
+
+    let client = &c.lab.client;
+    for ip in on_node.iter().chain(&routed) {
+        let results = answered_by_all(
+            &c,
+            client,
+            &Probe::tcp(sock(*ip, PORT)),
+            40,
+            &["local", "remote"],
+        );
+        for r in &results {
+            let peer = r.seen_peer().expect("answered").ip();
+            assert_ne!(
+                peer,
+                client.ip_like(*ip),
+                "{backend_kind} external IP {ip}: eTP Cluster must masquerade: {r}"
+            );
+        }
+    }
+    // Another port of the external IP is not the Service's.
+    expect(
+        &c,
+        client,
+        Probe::tcp(sock(routed[0], PORT + 1)).with_timeout(SHORT),
+        &ProbeResult::Timeout,
+    );
+    no_failed_syncs(&c);
+}
+
+#[test]
+fn external_ips_nft() {
+    external_ips("nft");
+}
+
+#[test]
+fn external_ips_legacy() {
+    external_ips("legacy");
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Load-balancer IPs and loadBalancerSourceRanges
+// ---------------------------------------------------------------------------------------
+
+/// A load-balancer VIP with source ranges covering the client's "internet" address but not
+/// its LAN address: the first is served, the second dropped (a timeout, not a refusal). The
+/// Service's NodePort is not subject to the ranges.
+fn lb_source_ranges(backend_kind: &'static str) {
+    let mut c = start(backend_kind, 1, 1);
+    let (local, remote) = (&c.lab.local_pods[0], &c.lab.remote_pods[0]);
+    let _b0 = backend(local, "local", TARGET);
+    let _b1 = backend(remote, "remote", TARGET);
+    let vips = [v4("198.51.100.30"), v4("2001:db8:51::30")];
+    for vip in vips {
+        c.lab
+            .route_via_node(ipnet::IpNet::from(vip))
+            .expect("route to the VIP");
+    }
+    let mut svc = load_balancer("lb", &[svc_v4(30), svc_v6(30)], 30081, &vips);
+    svc.source_ranges = vec![
+        c.lab.config().internet_v4.to_string(),
+        c.lab.config().internet_v6.to_string(),
+    ];
+    let eps = endpoints(&[local, remote]);
+    c.manifests.service(svc).set_endpoints("lb", eps);
+    c.apply();
+
+    let client = &c.lab.client;
+    for vip in vips {
+        let allowed = if vip.is_ipv4() {
+            IpAddr::from(c.lab.client_internet_v4)
+        } else {
+            IpAddr::from(c.lab.client_internet_v6)
+        };
+        let refused = client.ip_like(vip);
+        answered_by_all(
+            &c,
+            client,
+            &Probe::tcp(sock(vip, PORT)).with_source_ip(allowed),
+            40,
+            &["local", "remote"],
+        );
+        for _ in 0..2 {
+            expect(
+                &c,
+                client,
+                Probe::tcp(sock(vip, PORT))
+                    .with_source_ip(refused)
+                    .with_timeout(SHORT),
+                &ProbeResult::Timeout,
+            );
+        }
+        // The NodePort of the same Service takes the refused source.
+        answered_by_all(
+            &c,
+            client,
+            &Probe::tcp(sock(c.lab.node.ip_like(vip), 30081)).with_source_ip(refused),
+            40,
+            &["local", "remote"],
+        );
+    }
+    no_failed_syncs(&c);
+}
+
+#[test]
+fn lb_source_ranges_nft() {
+    lb_source_ranges("nft");
+}
+
+#[test]
+fn lb_source_ranges_legacy() {
+    lb_source_ranges("legacy");
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. No endpoints
+// ---------------------------------------------------------------------------------------
+
+/// A NodePort Service without endpoints: its ClusterIP (from a pod and from the external
+/// client) and its NodePort (from the client) are refused at once, both families. A decoy
+/// listener on the node holds the NodePort, so a refusal can only be kproxy's REJECT (and
+/// the ClusterIP, which nobody holds, would otherwise time out).
+fn no_endpoints(backend_kind: &'static str) {
+    let mut c = start(backend_kind, 1, 0);
+    let decoy = Backend::start_tcp(&c.lab.node, "decoy", &c.lab.node.socks(30082)).expect("decoy");
+    c.manifests
+        .service(
+            ServiceDef::cluster_ip("empty", &[svc_v4(40), svc_v6(40)], PORT, TARGET)
+                .node_port(30082),
+        )
+        .set_endpoints("empty", vec![]);
+    c.apply();
+
+    let pod = &c.lab.local_pods[0];
+    let client = &c.lab.client;
+    for vip in [svc_v4(40), svc_v6(40)] {
+        for ns in [&**pod, &**client] {
+            expect(
+                &c,
+                ns,
+                Probe::tcp(sock(vip, PORT)).with_timeout(SHORT),
+                &ProbeResult::Refused,
+            );
+        }
+        expect(
+            &c,
+            client,
+            Probe::tcp(sock(c.lab.node.ip_like(vip), 30082)).with_timeout(SHORT),
+            &ProbeResult::Refused,
+        );
+    }
+    assert_eq!(
+        decoy.tcp_served(),
+        0,
+        "the NodePort must be rejected, not served by the node"
+    );
+
+    // Sanity check of the decoy: once the Service is gone, the node's listener answers.
+    c.manifests.remove("empty");
+    c.apply();
+    let r = Probe::tcp(c.lab.node.sock_v4(30082)).run(&c.lab.client);
+    assert_eq!(r.backend(), Some("decoy"), "{backend_kind}: {r}");
+    no_failed_syncs(&c);
+}
+
+#[test]
+fn no_endpoints_nft() {
+    no_endpoints("nft");
+}
+
+#[test]
+fn no_endpoints_legacy() {
+    no_endpoints("legacy");
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. Masquerading
+// ---------------------------------------------------------------------------------------
+
+/// The address the node masquerades to towards a pod of `host`, of `family_of`'s family:
+/// towards its own pods the address of the pod link (`10.0.1.1`; on IPv6 the link has only
+/// `fe80::1`, so the node's `2001:db8::2`), towards node2's pods its node-network address.
+fn masqueraded_as(c: &Cluster, host: PodHost, family_of: IpAddr) -> IpAddr {
+    match (host, family_of) {
+        (PodHost::Node, IpAddr::V4(_)) => c.lab.local_pods[0].gateway_v4.into(),
+        _ => c.lab.node.ip_like(family_of),
+    }
+}
+
+/// Asserts every answer in `results` saw `want(backend name)` as its peer.
+fn assert_peers(c: &Cluster, what: &str, results: &[ProbeResult], want: impl Fn(&str) -> IpAddr) {
+    for r in results {
+        let (name, peer) = (
+            r.backend().expect("answered"),
+            r.seen_peer().expect("answered"),
+        );
+        assert_eq!(
+            peer.ip(),
+            want(name),
+            "{} {what}: {name} saw {peer}\n{}",
+            c.backend(),
+            rules(c)
+        );
+    }
+}
+
+/// Who the backend sees: the node after external → NodePort with eTP Cluster and after
+/// external → ClusterIP; the pod itself after pod → ClusterIP; the node after a hairpin
+/// (an endpoint reaching itself through its Service; reaching the other endpoint it is
+/// not masqueraded); the client itself after external → NodePort with eTP Local.
+fn masquerading(backend_kind: &'static str) {
+    let mut c = start(backend_kind, 2, 1);
+    let (ep, remote) = (&c.lab.local_pods[0], &c.lab.remote_pods[0]);
+    let _b0 = backend(ep, "local", TARGET);
+    let _b1 = backend(remote, "remote", TARGET);
+    let eps = endpoints(&[ep, remote]);
+    let mut local_policy =
+        ServiceDef::cluster_ip("etp-local", &[svc_v4(51), svc_v6(51)], PORT, TARGET)
+            .node_port(30084);
+    local_policy.external_policy = "Local";
+    c.manifests
+        .service(
+            ServiceDef::cluster_ip("etp-cluster", &[svc_v4(50), svc_v6(50)], PORT, TARGET)
+                .node_port(30083),
+        )
+        .set_endpoints("etp-cluster", eps.clone())
+        .service(local_policy)
+        .set_endpoints("etp-local", eps);
+    c.apply();
+    let (ep, other) = (&c.lab.local_pods[0], &c.lab.local_pods[1]);
+
+    let host_of = |name: &str| {
+        if name == "local" {
+            PodHost::Node
+        } else {
+            PodHost::Node2
+        }
+    };
+    let client = &c.lab.client;
+    for (vip, vip_local) in [(svc_v4(50), svc_v4(51)), (svc_v6(50), svc_v6(51))] {
+        let node_ip = c.lab.node.ip_like(vip);
+        let client_ip = client.ip_like(vip);
+
+        // External → NodePort, eTP Cluster: masqueraded.
+        let r = answered_by_all(
+            &c,
+            client,
+            &Probe::tcp(sock(node_ip, 30083)),
+            40,
+            &["local", "remote"],
+        );
+        assert_peers(&c, "client → NodePort (eTP Cluster)", &r, |n| {
+            masqueraded_as(&c, host_of(n), vip)
+        });
+
+        // External → ClusterIP: the source is outside the cluster CIDR, masqueraded.
+        let r = answered_by_all(
+            &c,
+            client,
+            &Probe::tcp(sock(vip, PORT)),
+            40,
+            &["local", "remote"],
+        );
+        assert_peers(&c, "client → ClusterIP", &r, |n| {
+            masqueraded_as(&c, host_of(n), vip)
+        });
+
+        // Pod → ClusterIP: the pod's own address.
+        let r = answered_by_all(
+            &c,
+            other,
+            &Probe::tcp(sock(vip, PORT)),
+            40,
+            &["local", "remote"],
+        );
+        assert_peers(&c, "pod → ClusterIP", &r, |_| other.ip_like(vip));
+
+        // The endpoint through its own Service: masqueraded when it lands on itself
+        // (hairpin), not when it lands on the other endpoint.
+        let r = answered_by_all(
+            &c,
+            ep,
+            &Probe::tcp(sock(vip, PORT)),
+            40,
+            &["local", "remote"],
+        );
+        assert_peers(&c, "endpoint → its own ClusterIP", &r, |n| {
+            if n == "local" {
+                masqueraded_as(&c, PodHost::Node, vip)
+            } else {
+                ep.ip_like(vip)
+            }
+        });
+
+        // External → NodePort, eTP Local: only the local endpoint, and it sees the client.
+        let r = answered_by_all(
+            &c,
+            client,
+            &Probe::tcp(sock(node_ip, 30084)),
+            20,
+            &["local"],
+        );
+        assert_peers(&c, "client → NodePort (eTP Local)", &r, |_| client_ip);
+        // … and the ClusterIP of that Service still masquerades the client (eTP is for
+        // external destinations only).
+        let r = answered_by_all(
+            &c,
+            client,
+            &Probe::tcp(sock(vip_local, PORT)),
+            40,
+            &["local", "remote"],
+        );
+        assert_peers(&c, "client → ClusterIP (eTP Local)", &r, |n| {
+            masqueraded_as(&c, host_of(n), vip)
+        });
+    }
+    no_failed_syncs(&c);
+}
+
+#[test]
+fn masquerading_nft() {
+    masquerading("nft");
+}
+
+#[test]
+fn masquerading_legacy() {
+    masquerading("legacy");
+}

@@ -1,0 +1,490 @@
+//! Traffic policies and session affinity on a real kernel, over both iptables backends and
+//! both families: `externalTrafficPolicy: Local` (local endpoints only for external
+//! traffic, the client's address preserved, pods and the node short-circuited to every
+//! endpoint, the health-check node port), `internalTrafficPolicy: Local` (local endpoints
+//! only, DROP without one) and `sessionAffinity: ClientIP`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Timeout of a probe that is expected to fail (DROP).
+const SHORT: Duration = Duration::from_millis(600);
+
+const PORT: u16 = 80;
+const TARGET: u16 = 8080;
+
+fn start(backend_kind: &'static str, local_pods: usize, remote_pods: usize) -> Cluster {
+    Cluster::start(Options {
+        backend: backend_kind,
+        lab: LabConfig {
+            local_pods,
+            remote_pods,
+            ..LabConfig::default()
+        },
+        ..Options::default()
+    })
+}
+
+fn node_name(p: &Pod) -> &'static str {
+    match p.host {
+        PodHost::Node => "node",
+        PodHost::Node2 => "node2",
+    }
+}
+
+/// Ready endpoints, both families, for `pods`.
+fn endpoints(pods: &[&Pod]) -> Vec<EndpointDef> {
+    pods.iter()
+        .flat_map(|p| {
+            [
+                EndpointDef::ready(p.v4, node_name(p)),
+                EndpointDef::ready(p.v6, node_name(p)),
+            ]
+        })
+        .collect()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("valid address")
+}
+
+/// The node's iptables rules, both families, for failure messages.
+fn rules(c: &Cluster) -> String {
+    let mut out = String::new();
+    for v6 in [false, true] {
+        for table in ["nat", "filter"] {
+            out.push_str(&format!(
+                "== {} {table}\n{}\n",
+                if v6 { "ip6tables" } else { "iptables" },
+                c.save(v6, table)
+            ));
+        }
+    }
+    out
+}
+
+/// Probes `probe` `n` times from `ns`; asserts every probe was answered, only by backends
+/// in `allowed`, and by each of `allowed` at least once. Returns every result.
+fn answered_by_all(
+    c: &Cluster,
+    ns: &Netns,
+    probe: &Probe,
+    n: usize,
+    allowed: &[&str],
+) -> Vec<ProbeResult> {
+    let p = probe.clone();
+    let results: Vec<ProbeResult> = ns
+        .enter(move || (0..n).map(|_| p.run_here()).collect())
+        .expect("enter namespace");
+    let hist = histogram(&results);
+    let ok = hist.keys().all(|k| allowed.contains(&k.as_str()))
+        && allowed.iter().all(|b| hist.contains_key(*b));
+    assert!(
+        ok,
+        "{} {} → {} (from {:?}): want answers from exactly {allowed:?}, got {hist:?}\n{}",
+        c.backend(),
+        ns.name(),
+        probe.target,
+        probe.source,
+        rules(c)
+    );
+    results
+}
+
+/// Runs `probe` from `ns` once and asserts the outcome.
+fn expect(c: &Cluster, ns: &Netns, probe: Probe, want: &ProbeResult) {
+    let got = probe.run(ns);
+    assert_eq!(
+        &got,
+        want,
+        "{} {} → {} (from {:?})\n{}",
+        c.backend(),
+        ns.name(),
+        probe.target,
+        probe.source,
+        rules(c)
+    );
+}
+
+/// Asserts the daemon never failed a sync.
+fn no_failed_syncs(c: &Cluster) {
+    let failed = c.records("sync failed; the next sync will be full");
+    assert!(
+        failed.is_empty(),
+        "{}: failed syncs: {failed:?}",
+        c.backend()
+    );
+}
+
+/// An HTTP response, as read off the wire.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    /// Header names lowercased.
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == &name.to_ascii_lowercase())
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `GET /healthz` with a plain TCP socket from a thread inside `ns`.
+fn http_get(ns: &Netns, target: SocketAddr) -> Result<Response, String> {
+    let raw = ns
+        .enter(move || -> std::io::Result<String> {
+            let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.write_all(
+                format!("GET /healthz HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        })
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("GET {target}: {e}"))?;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no end of headers in {raw:?}"))?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.strip_prefix("HTTP/1.1 "))
+        .and_then(|l| l.get(..3))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line in {raw:?}"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(Response {
+        status,
+        headers,
+        body: body.to_owned(),
+    })
+}
+
+/// Upstream's health-check body for `default/<name>` with `n` local endpoints.
+fn health_body(name: &str, n: usize) -> String {
+    format!(
+        "{{\n\t\"service\": {{\n\t\t\"namespace\": \"default\",\n\t\t\"name\": \"{name}\"\n\t}},\n\t\"localEndpoints\": {n},\n\t\"serviceProxyHealthy\": true\n}}"
+    )
+}
+
+/// GETs the health check at `target` from the external client until it reports `status`
+/// (the daemon updates health checks right after the sync that `apply` waits for), then
+/// checks the whole answer.
+fn check_health(c: &Cluster, target: SocketAddr, name: &str, status: u16, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let resp = loop {
+        let got = http_get(&c.lab.client, target);
+        match got {
+            Ok(r) if r.status == status => break r,
+            _ if Instant::now() >= deadline => panic!(
+                "{} health check {target}: want {status}, got {got:?}\nlog:\n{}",
+                c.backend(),
+                c.log()
+            ),
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    assert_eq!(resp.body, health_body(name, n), "{} {target}", c.backend());
+    let weight = n.to_string();
+    assert_eq!(
+        resp.header("X-Load-Balancing-Endpoint-Weight"),
+        Some(weight.as_str()),
+        "{} {target}: {resp:?}",
+        c.backend()
+    );
+    assert_eq!(
+        resp.header("Content-Type"),
+        Some("application/json"),
+        "{resp:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. externalTrafficPolicy: Local
+// ---------------------------------------------------------------------------------------
+
+/// A LoadBalancer with eTP Local and endpoints on both nodes: the external client reaches
+/// only the node's own endpoints (through the VIP and the NodePort) and they see its
+/// address; a pod and the node itself reach every endpoint. The health-check node port says
+/// 200 with two local endpoints; with the endpoints only on node2, 503 with none, and
+/// external traffic is dropped while pods still get through.
+fn external_policy_local(backend_kind: &'static str) {
+    const NODE_PORT: u16 = 30090;
+    const HC_PORT: u16 = 32000;
+    let mut c = start(backend_kind, 3, 1);
+    let (l0, l1, remote) = (
+        &c.lab.local_pods[0],
+        &c.lab.local_pods[1],
+        &c.lab.remote_pods[0],
+    );
+    let _b0 = backend(l0, "local0", TARGET);
+    let _b1 = backend(l1, "local1", TARGET);
+    let _b2 = backend(remote, "remote", TARGET);
+    let vips = [ip("198.51.100.50"), ip("2001:db8:51::50")];
+    let mut svc =
+        ServiceDef::cluster_ip("lb", &[svc_v4(50), svc_v6(50)], PORT, TARGET).node_port(NODE_PORT);
+    svc.kind = "LoadBalancer";
+    svc.lb_ips = vips.to_vec();
+    svc.external_policy = "Local";
+    svc.health_check_node_port = HC_PORT;
+    let eps = endpoints(&[l0, l1, remote]);
+    c.manifests.service(svc).set_endpoints("lb", eps);
+    c.apply();
+
+    let (client, node, pod) = (&c.lab.client, &c.lab.node, &c.lab.local_pods[2]);
+    for vip in vips {
+        let client_ip = client.ip_like(vip);
+        for target in [sock(vip, PORT), sock(node.ip_like(vip), NODE_PORT)] {
+            let results =
+                answered_by_all(&c, client, &Probe::tcp(target), 60, &["local0", "local1"]);
+            for r in &results {
+                assert_eq!(
+                    r.seen_peer().map(|p| p.ip()),
+                    Some(client_ip),
+                    "{backend_kind} client → {target}: eTP Local keeps the client's address"
+                );
+            }
+            // Pods (by the cluster CIDR) are short-circuited to every endpoint.
+            answered_by_all(
+                &c,
+                pod,
+                &Probe::tcp(target),
+                60,
+                &["local0", "local1", "remote"],
+            );
+        }
+        // So is the node itself (a local source), to the NodePort and the VIP.
+        for target in [sock(vip, PORT), sock(node.ip_like(vip), NODE_PORT)] {
+            answered_by_all(
+                &c,
+                node,
+                &Probe::tcp(target),
+                60,
+                &["local0", "local1", "remote"],
+            );
+        }
+    }
+    for hc in node.socks(HC_PORT) {
+        check_health(&c, hc, "lb", 200, 2);
+    }
+
+    // No local endpoint left.
+    let eps = endpoints(&[&c.lab.remote_pods[0]]);
+    c.manifests.set_endpoints("lb", eps);
+    c.apply();
+    let (client, node, pod) = (&c.lab.client, &c.lab.node, &c.lab.local_pods[2]);
+    for hc in node.socks(HC_PORT) {
+        check_health(&c, hc, "lb", 503, 0);
+    }
+    for vip in vips {
+        for target in [sock(vip, PORT), sock(node.ip_like(vip), NODE_PORT)] {
+            expect(
+                &c,
+                client,
+                Probe::tcp(target).with_timeout(SHORT),
+                &ProbeResult::Timeout,
+            );
+            answered_by_all(&c, pod, &Probe::tcp(target), 5, &["remote"]);
+        }
+    }
+    no_failed_syncs(&c);
+}
+
+#[test]
+fn external_policy_local_nft() {
+    external_policy_local("nft");
+}
+
+#[test]
+fn external_policy_local_legacy() {
+    external_policy_local("legacy");
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. internalTrafficPolicy: Local
+// ---------------------------------------------------------------------------------------
+
+/// A NodePort Service with iTP Local and endpoints on both nodes: a pod and the node reach
+/// only the local endpoint through the ClusterIP; the external client still reaches both
+/// through the NodePort. With the endpoint only on node2, the ClusterIP drops (a timeout,
+/// not a refusal) and the NodePort still works.
+fn internal_policy_local(backend_kind: &'static str) {
+    const NODE_PORT: u16 = 30091;
+    let mut c = start(backend_kind, 2, 1);
+    let (local, remote) = (&c.lab.local_pods[0], &c.lab.remote_pods[0]);
+    let _b0 = backend(local, "local", TARGET);
+    let _b1 = backend(remote, "remote", TARGET);
+    let mut svc =
+        ServiceDef::cluster_ip("itp", &[svc_v4(60), svc_v6(60)], PORT, TARGET).node_port(NODE_PORT);
+    svc.internal_policy = "Local";
+    let eps = endpoints(&[local, remote]);
+    c.manifests.service(svc).set_endpoints("itp", eps);
+    c.apply();
+
+    let (client, node, pod) = (&c.lab.client, &c.lab.node, &c.lab.local_pods[1]);
+    for vip in [svc_v4(60), svc_v6(60)] {
+        for ns in [&**pod, &**node] {
+            answered_by_all(&c, ns, &Probe::tcp(sock(vip, PORT)), 40, &["local"]);
+        }
+        answered_by_all(
+            &c,
+            client,
+            &Probe::tcp(sock(node.ip_like(vip), NODE_PORT)),
+            40,
+            &["local", "remote"],
+        );
+    }
+
+    let eps = endpoints(&[&c.lab.remote_pods[0]]);
+    c.manifests.set_endpoints("itp", eps);
+    c.apply();
+    let (client, node, pod) = (&c.lab.client, &c.lab.node, &c.lab.local_pods[1]);
+    for vip in [svc_v4(60), svc_v6(60)] {
+        expect(
+            &c,
+            pod,
+            Probe::tcp(sock(vip, PORT)).with_timeout(SHORT),
+            &ProbeResult::Timeout,
+        );
+        answered_by_all(
+            &c,
+            client,
+            &Probe::tcp(sock(node.ip_like(vip), NODE_PORT)),
+            5,
+            &["remote"],
+        );
+    }
+    no_failed_syncs(&c);
+}
+
+#[test]
+fn internal_policy_local_nft() {
+    internal_policy_local("nft");
+}
+
+#[test]
+fn internal_policy_local_legacy() {
+    internal_policy_local("legacy");
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. sessionAffinity: ClientIP
+// ---------------------------------------------------------------------------------------
+
+/// Extra source addresses of the external client (in its "internet" network, which both
+/// nodes route to it).
+const EXTRA_CLIENTS: u8 = 12;
+
+/// A ClusterIP Service with ClientIP affinity and three endpoints: each client (a pod, and
+/// the external client from twelve source addresses) lands on one backend for 20
+/// connections in a row; over thirteen clients more than one backend is used (all on one
+/// would happen with probability 3 · 3⁻¹³). The same Service without affinity spreads one
+/// client over all three.
+fn client_ip_affinity(backend_kind: &'static str) {
+    let mut c = start(backend_kind, 3, 1);
+    let pods = [
+        &c.lab.local_pods[0],
+        &c.lab.local_pods[1],
+        &c.lab.remote_pods[0],
+    ];
+    let _backends: Vec<Backend> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| backend(p, &format!("b{i}"), TARGET))
+        .collect();
+    let mut sticky = ServiceDef::cluster_ip("sticky", &[svc_v4(70), svc_v6(70)], PORT, TARGET);
+    sticky.affinity_timeout = Some(600);
+    let eps = endpoints(&pods);
+    c.manifests
+        .service(sticky)
+        .set_endpoints("sticky", eps.clone())
+        .service(ServiceDef::cluster_ip(
+            "loose",
+            &[svc_v4(71), svc_v6(71)],
+            PORT,
+            TARGET,
+        ))
+        .set_endpoints("loose", eps);
+    let cfg = c.lab.config().clone();
+    // Host `i` of the client's internet networks, of `family_of`'s family.
+    let extra = |i: u8, family_of: IpAddr| -> IpAddr {
+        match family_of {
+            IpAddr::V4(_) => {
+                std::net::Ipv4Addr::from(u32::from(cfg.internet_v4.network()) + u32::from(i)).into()
+            }
+            IpAddr::V6(_) => {
+                std::net::Ipv6Addr::from(u128::from(cfg.internet_v6.network()) + u128::from(i))
+                    .into()
+            }
+        }
+    };
+    let mut cmds = Vec::new();
+    for i in 1..=EXTRA_CLIENTS {
+        cmds.push(format!("addr add {}/32 dev lo", extra(i, svc_v4(0))));
+        cmds.push(format!("addr add {}/128 dev lo nodad", extra(i, svc_v6(0))));
+    }
+    c.lab.client.ip_batch(&cmds).expect("client addresses");
+    c.apply();
+
+    let all = ["b0", "b1", "b2"];
+    let client = &c.lab.client;
+    let pod = &c.lab.local_pods[2];
+    for (vip, loose) in [(svc_v4(70), svc_v4(71)), (svc_v6(70), svc_v6(71))] {
+        let mut sources: Vec<(&Netns, Option<IpAddr>)> = vec![(&**pod, None)];
+        for i in 1..=EXTRA_CLIENTS {
+            sources.push((&**client, Some(extra(i, vip))));
+        }
+        let mut landed = std::collections::BTreeSet::new();
+        for (ns, src) in &sources {
+            let mut probe = Probe::tcp(sock(vip, PORT));
+            probe.source = src.map(|ip| SocketAddr::new(ip, 0));
+            let p = probe.clone();
+            let results: Vec<ProbeResult> = ns
+                .enter(move || (0..20).map(|_| p.run_here()).collect())
+                .expect("enter namespace");
+            let hist = histogram(&results);
+            assert!(
+                hist.len() == 1 && hist.keys().all(|k| all.contains(&k.as_str())),
+                "{backend_kind} {} (from {src:?}) → {vip}: want one backend for every \
+                 connection, got {hist:?}\n{}",
+                ns.name(),
+                rules(&c)
+            );
+            landed.extend(hist.into_keys());
+        }
+        assert!(
+            landed.len() > 1,
+            "{backend_kind} {vip}: {} clients all landed on {landed:?}",
+            sources.len()
+        );
+        // Without affinity the same client is spread.
+        answered_by_all(&c, pod, &Probe::tcp(sock(loose, PORT)), 60, &all);
+    }
+    no_failed_syncs(&c);
+}
+
+#[test]
+fn client_ip_affinity_nft() {
+    client_ip_affinity("nft");
+}
+
+#[test]
+fn client_ip_affinity_legacy() {
+    client_ip_affinity("legacy");
+}
