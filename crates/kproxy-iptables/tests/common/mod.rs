@@ -5,7 +5,9 @@
 
 pub mod arb;
 pub mod build;
+pub mod names;
 pub mod sim;
+pub mod summary;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;

@@ -260,3 +260,60 @@ impl SimIptables {
         out
     }
 }
+
+/// The chains whose rules come from many service ports in an order the spec leaves open
+/// (§4.1: upstream iterates service ports in random order).
+pub const SHARED_CHAINS: &[&str] = &[
+    "KUBE-SERVICES",
+    "KUBE-NODEPORTS",
+    "KUBE-EXTERNAL-SERVICES",
+    "KUBE-PROXY-FIREWALL",
+];
+
+fn comment_of(rule: &[String]) -> &str {
+    rule.iter()
+        .position(|a| a == "--comment")
+        .and_then(|i| rule.get(i + 1))
+        .map(String::as_str)
+        .unwrap_or("")
+}
+
+impl SimIptables {
+    /// The tables with the rules of [`SHARED_CHAINS`] stably sorted by service port name
+    /// (the comment up to its first space), the "must be the last rule" rules kept last:
+    /// rules of one service port keep their order, only the (unspecified) order across
+    /// service ports is normalised. Every other chain is compared exactly.
+    pub fn normalized(&self) -> SimIptables {
+        let mut out = self.clone();
+        for table in out.tables.values_mut() {
+            for name in SHARED_CHAINS {
+                if let Some(rules) = table.get_mut(*name) {
+                    rules.sort_by_key(|r| {
+                        let c = comment_of(r);
+                        (
+                            c.contains("must be the last rule"),
+                            c.split(' ').next().unwrap_or("").to_owned(),
+                        )
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+impl SimIptables {
+    /// Like [`SimIptables::normalized`], but the rules of [`SHARED_CHAINS`] are compared
+    /// as a multiset (order within a service port ignored too).
+    pub fn unordered_shared(&self) -> SimIptables {
+        let mut out = self.clone();
+        for table in out.tables.values_mut() {
+            for name in SHARED_CHAINS {
+                if let Some(rules) = table.get_mut(*name) {
+                    rules.sort();
+                }
+            }
+        }
+        out
+    }
+}
