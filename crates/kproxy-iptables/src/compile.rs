@@ -127,6 +127,8 @@ pub struct Compiler {
     large_cluster: bool,
     last_cleanup: Option<Instant>,
     cache: Cache,
+    /// Scratch buffer for service port names.
+    name_buf: String,
 }
 
 /// A fast multiplicative hasher (FxHash-style) for in-memory maps of names: no DoS concern
@@ -169,11 +171,26 @@ type FastSet<K> = HashSet<K, BuildHasherDefault<FxHasher>>;
 struct Cache {
     /// The state generation the cache reflects (`None`: nothing trustworthy).
     generation: Option<u64>,
-    services: FastMap<ServiceName, ServiceEntry>,
+    /// Service → its slot in `slots`.
+    services: FastMap<ServiceName, u32>,
+    /// The entries; freed slots are `None` and listed in `free`.
+    slots: Vec<Option<ServiceEntry>>,
+    free: Vec<u32>,
     chunks: Vec<Chunk>,
     totals: Totals,
     /// The last `KUBE-SERVICES` rule(s) as last written.
     nodeports_rules: Vec<String>,
+}
+
+impl Cache {
+    fn entry(&self, name: &ServiceName) -> Option<&ServiceEntry> {
+        let slot = *self.services.get(name)?;
+        self.slots.get(slot as usize)?.as_ref()
+    }
+
+    fn entries(&self) -> impl Iterator<Item = &ServiceEntry> {
+        self.slots.iter().flatten()
+    }
 }
 
 /// A changed Service's top-level rules and chains before and after, for a delta.
@@ -308,7 +325,8 @@ struct ServiceEntry {
 /// A group of Services whose top-level rules are kept concatenated.
 #[derive(Debug, Default)]
 struct Chunk {
-    members: Vec<ServiceName>,
+    /// Slots of the member Services.
+    members: Vec<u32>,
     nat: Bytes,
     filter: Bytes,
     bytes: usize,
@@ -362,6 +380,7 @@ impl Compiler {
             large_cluster: false,
             last_cleanup: None,
             cache: Cache::default(),
+            name_buf: String::with_capacity(64),
         }
     }
 
@@ -482,12 +501,13 @@ impl Compiler {
                     );
                 }
                 if delta {
-                    ops.record(old.as_ref(), self.cache.services.get(name));
+                    ops.record(old.as_ref(), self.cache.entry(name));
                 }
             }
         } else {
             self.cache = Cache::default();
             self.cache.services.reserve(stats.service_ports);
+            self.cache.slots.reserve(stats.service_ports);
             for (name, service) in state.services() {
                 let write_chains = full || req.changed.services.contains(name);
                 self.add_service(
@@ -508,15 +528,15 @@ impl Compiler {
         }
         for chunk in &mut self.cache.chunks {
             if chunk.dirty {
-                chunk.rebuild(&self.cache.services);
+                chunk.rebuild(&self.cache.slots);
             }
         }
         if self.cache.chunks.iter().any(|c| c.members.is_empty()) {
             // Rare (every Service of a chunk went away): drop empty chunks and renumber.
             self.cache.chunks.retain(|c| !c.members.is_empty());
             for (i, chunk) in self.cache.chunks.iter().enumerate() {
-                for m in &chunk.members {
-                    if let Some(e) = self.cache.services.get_mut(m) {
+                for &m in &chunk.members {
+                    if let Some(Some(e)) = self.cache.slots.get_mut(m as usize) {
                         e.chunk = i;
                     }
                 }
@@ -530,8 +550,7 @@ impl Compiler {
             // per sync period).
             let active: FastSet<ChainName> = self
                 .cache
-                .services
-                .values()
+                .entries()
                 .flat_map(|e| e.ports.iter().flat_map(|p| p.chains.iter().copied()))
                 .collect();
             let mut stale: Vec<&str> = existing
@@ -560,7 +579,11 @@ impl Compiler {
         let (nat_head, mut nat_tail) = self.nat_frame(&mut stats);
         self.cache.nodeports_rules = self.nodeports_rules();
         let mut mangle = Vec::new();
-        for (table, section) in [("filter", &mut filter_tail), ("nat", &mut nat_tail), ("mangle", &mut mangle)] {
+        for (table, section) in [
+            ("filter", &mut filter_tail),
+            ("nat", &mut nat_tail),
+            ("mangle", &mut mangle),
+        ] {
             for e in extra.iter().filter(|e| e.table == table) {
                 section.extend_from_slice(e.line.as_bytes());
                 section.push(b'\n');
@@ -778,12 +801,14 @@ impl Compiler {
 
     /// Forgets what the cache holds for a Service (it changed or went away) and returns it.
     fn forget_service(&mut self, name: &ServiceName) -> Option<ServiceEntry> {
-        let old = self.cache.services.remove(name)?;
+        let slot = self.cache.services.remove(name)?;
+        let old = self.cache.slots.get_mut(slot as usize)?.take()?;
+        self.cache.free.push(slot);
         for p in &old.ports {
             self.cache.totals.sub(p);
         }
         if let Some(chunk) = self.cache.chunks.get_mut(old.chunk) {
-            if let Some(i) = chunk.members.iter().position(|m| m == name) {
+            if let Some(i) = chunk.members.iter().position(|m| *m == slot) {
                 chunk.members.swap_remove(i);
             }
             chunk.dirty = true;
@@ -816,7 +841,9 @@ impl Compiler {
         for (svc, eps) in service.ports_with_endpoints() {
             let eps: &[EndpointInfo] = eps.map(|e| &e[..]).unwrap_or(&[]);
             let plan = self.plan(svc, eps);
-            let n = svc.name.to_string();
+            let mut n = std::mem::take(&mut self.name_buf);
+            n.clear();
+            let _ = std::fmt::Write::write_fmt(&mut n, format_args!("{}", svc.name));
             let mut entry = self.render_top(&plan, svc, &n, localhost_np);
             entry.sep_key.3 = large;
             entry.chains = self.port_chains(svc, &plan);
@@ -842,6 +869,7 @@ impl Compiler {
             } else {
                 entry.chain_rule_lines = self.chain_rule_count(svc, &plan);
             }
+            self.name_buf = n;
             self.cache.totals.add(&entry);
             bytes += entry.top_nat.len() + entry.top_filter.len();
             ports.push(entry);
@@ -856,17 +884,25 @@ impl Compiler {
             self.cache.chunks.push(Chunk::default());
         }
         let chunk_index = self.cache.chunks.len() - 1;
+        let entry = ServiceEntry {
+            ports,
+            chunk: chunk_index,
+        };
+        let slot = match self.cache.free.pop() {
+            Some(slot) => {
+                self.cache.slots[slot as usize] = Some(entry);
+                slot
+            }
+            None => {
+                self.cache.slots.push(Some(entry));
+                (self.cache.slots.len() - 1) as u32
+            }
+        };
         let chunk = &mut self.cache.chunks[chunk_index];
-        chunk.members.push(name.clone());
+        chunk.members.push(slot);
         chunk.bytes += bytes;
         chunk.dirty = true;
-        self.cache.services.insert(
-            name.clone(),
-            ServiceEntry {
-                ports,
-                chunk: chunk_index,
-            },
-        );
+        self.cache.services.insert(name.clone(), slot);
     }
 
     /// Endpoint selection and the per-port decisions of spec §3.1.
@@ -920,11 +956,19 @@ impl Compiler {
 
         // #1 / #6: the cluster IP.
         if plan.has_internal {
-            let _ = writeln!(
-                nat,
-                "-A KUBE-SERVICES -m comment --comment \"{n} cluster IP\" -m {p} -p {p} -d {} --dport {port} -j {internal_chain}",
-                svc.cluster_ip
-            );
+            nat.extend_from_slice(b"-A KUBE-SERVICES -m comment --comment \"");
+            nat.extend_from_slice(n.as_bytes());
+            nat.extend_from_slice(b" cluster IP\" -m ");
+            nat.extend_from_slice(p.as_bytes());
+            nat.extend_from_slice(b" -p ");
+            nat.extend_from_slice(p.as_bytes());
+            nat.extend_from_slice(b" -d ");
+            push_ip(&mut nat, svc.cluster_ip);
+            nat.extend_from_slice(b" --dport ");
+            nat.extend_from_slice(itoa::Buffer::new().format(port).as_bytes());
+            nat.extend_from_slice(b" -j ");
+            nat.extend_from_slice(internal_chain.as_bytes());
+            nat.push(b'\n');
             nat_lines += 1;
         } else {
             let _ = writeln!(
@@ -1050,7 +1094,7 @@ impl Compiler {
             }
         }
         let mut namer = EndpointChains::new(&svc.name);
-        chains.extend(plan.sets.all().map(|ep| namer.chain(ep.endpoint_str())));
+        chains.extend(plan.sets.all().map(|ep| namer.chain(ep.endpoint_bytes())));
         chains
     }
 
@@ -1132,11 +1176,18 @@ impl Compiler {
         if plan.has_internal
             && (self.config.masquerade_all || self.config.local_detector.is_implemented())
         {
-            let _ = write!(
-                out,
-                "-A {internal_chain} -m comment --comment \"{n} cluster IP\" -m {p} -p {p} -d {} --dport {}",
-                svc.cluster_ip, svc.port
-            );
+            out.extend_from_slice(b"-A ");
+            out.extend_from_slice(internal_chain.as_bytes());
+            out.extend_from_slice(b" -m comment --comment \"");
+            out.extend_from_slice(n.as_bytes());
+            out.extend_from_slice(b" cluster IP\" -m ");
+            out.extend_from_slice(p.as_bytes());
+            out.extend_from_slice(b" -p ");
+            out.extend_from_slice(p.as_bytes());
+            out.extend_from_slice(b" -d ");
+            push_ip(out, svc.cluster_ip);
+            out.extend_from_slice(b" --dport ");
+            out.extend_from_slice(itoa::Buffer::new().format(svc.port).as_bytes());
             if !self.config.masquerade_all {
                 out.push(b' ');
                 out.extend_from_slice(self.if_not_local.as_bytes());
@@ -1254,7 +1305,7 @@ impl Compiler {
                     out.extend_from_slice(b" -m comment --comment \"");
                     out.extend_from_slice(n.as_bytes());
                     out.extend_from_slice(b" -> ");
-                    out.extend_from_slice(ep.endpoint_str().as_bytes());
+                    out.extend_from_slice(ep.endpoint_bytes());
                     out.push(b'"');
                 }
                 if i + 1 < count {
@@ -1274,11 +1325,8 @@ impl Compiler {
             if kept.contains(sep) {
                 continue;
             }
-            let ep_str = ep.endpoint_str();
-            let ip = match ep.ip() {
-                IpAddr::V4(_) => &ep_str[..ep_str.rfind(':').unwrap_or(ep_str.len())],
-                IpAddr::V6(_) => &ep_str[1..ep_str.rfind(']').unwrap_or(1)],
-            };
+            let ep_str = ep.endpoint_bytes();
+            let ip = ep.ip_bytes();
             // Hairpin: an endpoint reaching itself through the service is masqueraded.
             out.extend_from_slice(b"-A ");
             out.extend_from_slice(sep.as_bytes());
@@ -1287,7 +1335,7 @@ impl Compiler {
                 out.extend_from_slice(n.as_bytes());
             }
             out.extend_from_slice(b" -s ");
-            out.extend_from_slice(ip.as_bytes());
+            out.extend_from_slice(ip);
             out.extend_from_slice(b" -j KUBE-MARK-MASQ\n");
             // DNAT, recording the client for affinity.
             out.extend_from_slice(b"-A ");
@@ -1306,7 +1354,7 @@ impl Compiler {
             out.extend_from_slice(b" -p ");
             out.extend_from_slice(p.as_bytes());
             out.extend_from_slice(b" -j DNAT --to-destination ");
-            out.extend_from_slice(ep_str.as_bytes());
+            out.extend_from_slice(ep_str);
             out.push(b'\n');
         }
         lines
@@ -1314,11 +1362,11 @@ impl Compiler {
 }
 
 impl Chunk {
-    fn rebuild(&mut self, services: &FastMap<ServiceName, ServiceEntry>) {
+    fn rebuild(&mut self, slots: &[Option<ServiceEntry>]) {
         let mut nat = Vec::with_capacity(self.bytes);
         let mut filter = Vec::new();
-        for m in &self.members {
-            if let Some(e) = services.get(m) {
+        for &m in &self.members {
+            if let Some(Some(e)) = slots.get(m as usize) {
                 for p in &e.ports {
                     nat.extend_from_slice(&p.top_nat);
                     filter.extend_from_slice(&p.top_filter);
@@ -1351,4 +1399,22 @@ fn chain_line(out: &mut Vec<u8>, chain: &[u8]) {
     out.push(b':');
     out.extend_from_slice(chain);
     out.extend_from_slice(b" - [0:0]\n");
+}
+
+/// Appends an address in canonical form (IPv4 without the formatting machinery).
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut buf = itoa::Buffer::new();
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(buf.format(*octet).as_bytes());
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }

@@ -223,10 +223,12 @@ impl Iptables {
         // its input before reporting).
         let write_result = input.write_to(&mut stdin).and_then(|()| stdin.flush());
         drop(stdin);
-        let out = child.wait_with_output().map_err(|source| ApplyError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
+        let out = child
+            .wait_with_output()
+            .map_err(|source| ApplyError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
         let elapsed = start.elapsed();
         if !out.status.success() || write_result.is_err() {
             let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
@@ -388,15 +390,23 @@ impl Iptables {
 pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
     let v = text.split_whitespace().find_map(|w| w.strip_prefix('v'))?;
     let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
-    Some((parts.next()??, parts.next()??, parts.next().flatten().unwrap_or(0)))
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+    ))
 }
 
 /// The input lines around the line an iptables-restore error names ("line 12 failed",
 /// "line 7: RULE_APPEND failed"), as upstream logs them.
 fn error_context(input: &RestoreInput, stderr: &str) -> String {
-    let line = stderr.split_whitespace().collect::<Vec<_>>().windows(2).find_map(|w| {
-        (w[0] == "line").then(|| w[1].trim_end_matches(':').parse::<usize>().ok())?
-    });
+    let line = stderr
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .find_map(|w| {
+            (w[0] == "line").then(|| w[1].trim_end_matches(':').parse::<usize>().ok())?
+        });
     let Some(line) = line else {
         return String::new();
     };
@@ -417,16 +427,28 @@ mod tests {
 
     #[test]
     fn versions() {
-        assert_eq!(parse_version("iptables v1.8.9 (nf_tables)"), Some((1, 8, 9)));
-        assert_eq!(parse_version("ip6tables-legacy v1.8.7 (legacy)"), Some((1, 8, 7)));
+        assert_eq!(
+            parse_version("iptables v1.8.9 (nf_tables)"),
+            Some((1, 8, 9))
+        );
+        assert_eq!(
+            parse_version("ip6tables-legacy v1.8.7 (legacy)"),
+            Some((1, 8, 7))
+        );
         assert_eq!(parse_version("iptables v1.6"), Some((1, 6, 0)));
         assert_eq!(parse_version("nope"), None);
     }
 
     #[test]
     fn tool_names() {
-        assert_eq!(tool(IpFamily::V4, Backend::Nft, "-restore"), "iptables-nft-restore");
-        assert_eq!(tool(IpFamily::V6, Backend::Legacy, "-save"), "ip6tables-legacy-save");
+        assert_eq!(
+            tool(IpFamily::V4, Backend::Nft, "-restore"),
+            "iptables-nft-restore"
+        );
+        assert_eq!(
+            tool(IpFamily::V6, Backend::Legacy, "-save"),
+            "ip6tables-legacy-save"
+        );
         assert_eq!(tool(IpFamily::V4, Backend::Legacy, ""), "iptables-legacy");
     }
 
@@ -444,7 +466,12 @@ mod tests {
             "     2: :A - [0:0]\n     3: -A A -j B\n     4: -A A -j C"
         );
         // The last line has no successor.
-        assert_eq!(error_context(&input, "iptables-restore: line 5 failed").lines().count(), 2);
+        assert_eq!(
+            error_context(&input, "iptables-restore: line 5 failed")
+                .lines()
+                .count(),
+            2
+        );
         assert_eq!(error_context(&input, "no line here"), "");
     }
 }

@@ -123,7 +123,7 @@ impl ServicePortChains {
 
 /// `KUBE-SEP-…` of endpoint `endpoint` (`ip:port` / `[ip]:port`) of service port `name`.
 pub fn endpoint_chain(name: &ServicePortName, endpoint: &str) -> ChainName {
-    EndpointChains::new(name).chain(endpoint)
+    EndpointChains::new(name).chain(endpoint.as_bytes())
 }
 
 /// Names the endpoint chains of one service port: the hash input is the service port's
@@ -149,9 +149,9 @@ impl EndpointChains {
         EndpointChains { buf, prefix }
     }
 
-    pub(crate) fn chain(&mut self, endpoint: &str) -> ChainName {
+    pub(crate) fn chain(&mut self, endpoint: &[u8]) -> ChainName {
         self.buf.truncate(self.prefix);
-        self.buf.extend_from_slice(endpoint.as_bytes());
+        self.buf.extend_from_slice(endpoint);
         ChainName::from_parts("KUBE-SEP-", &hash16_of(&self.buf))
     }
 }

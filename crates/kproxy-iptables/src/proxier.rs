@@ -248,9 +248,9 @@ impl Proxier {
     pub fn full_sync_due(&self, now: Instant) -> bool {
         self.need_full
             || (!self.compiler.large_cluster_mode()
-                && self
-                    .last_full
-                    .is_none_or(|t| now.saturating_duration_since(t) >= self.options.full_sync_period))
+                && self.last_full.is_none_or(|t| {
+                    now.saturating_duration_since(t) >= self.options.full_sync_period
+                }))
     }
 
     /// Sets the sysctls the rules rely on: `route_localnet` when localhost NodePorts are in

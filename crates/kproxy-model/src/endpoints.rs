@@ -83,7 +83,7 @@ impl Endpoint {
 pub struct EndpointInfo {
     ip: IpAddr,
     port: u16,
-    endpoint: String,
+    endpoint: EndpointString,
     /// The endpoint is ready.
     pub ready: bool,
     /// The endpoint is serving (possibly while terminating).
@@ -101,7 +101,7 @@ pub struct EndpointInfo {
 impl EndpointInfo {
     /// Makes an endpoint; `endpoint_str()` is derived from `ip` and `port`.
     pub fn new(ip: IpAddr, port: u16) -> EndpointInfo {
-        let mut endpoint = String::with_capacity(24);
+        let mut endpoint = EndpointString::default();
         match ip {
             IpAddr::V4(v4) => {
                 let _ = write!(endpoint, "{v4}:{port}");
@@ -136,12 +136,89 @@ impl EndpointInfo {
     /// `ip:port`, or `[ip]:port` for IPv6 (Go's `net.JoinHostPort`); endpoint lists are
     /// sorted by this string and chain names are hashed from it.
     pub fn endpoint_str(&self) -> &str {
-        &self.endpoint
+        self.endpoint.as_str()
+    }
+
+    /// [`endpoint_str`](Self::endpoint_str) as bytes (ASCII), without the UTF-8 check.
+    pub fn endpoint_bytes(&self) -> &[u8] {
+        self.endpoint.as_bytes()
+    }
+
+    /// The IP part of [`endpoint_str`](Self::endpoint_str) as bytes (`10.0.0.1`,
+    /// `fd00::1`): the canonical text of [`ip`](Self::ip), without formatting it again.
+    pub fn ip_bytes(&self) -> &[u8] {
+        let s = self.endpoint.as_bytes();
+        let colon = s.iter().rposition(|&b| b == b':').unwrap_or(s.len());
+        match self.ip {
+            IpAddr::V4(_) => &s[..colon],
+            IpAddr::V6(_) => &s[1..colon.saturating_sub(1).max(1)],
+        }
     }
 
     /// Ready, or serving while terminating: usable as a fallback when nothing is ready.
     pub fn is_serving_terminating(&self) -> bool {
         !self.ready && self.serving && self.terminating
+    }
+}
+
+/// `ip:port` / `[ip]:port` stored inline: the longest, `[` + 39 + `]:` + 5, fits in 47
+/// bytes. Kept next to the rest of the endpoint so that compilers reading it do not chase a
+/// pointer per endpoint.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct EndpointString {
+    len: u8,
+    buf: [u8; 47],
+}
+
+impl Default for EndpointString {
+    fn default() -> Self {
+        EndpointString {
+            len: 0,
+            buf: [0; 47],
+        }
+    }
+}
+
+impl EndpointString {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII is ever written (address and port digits, `[`, `]`, `:`, `.`).
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for EndpointString {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let start = self.len as usize;
+        let end = start + s.len();
+        if end > self.buf.len() {
+            return Err(std::fmt::Error);
+        }
+        self.buf[start..end].copy_from_slice(s.as_bytes());
+        self.len = end as u8;
+        Ok(())
+    }
+}
+
+impl PartialOrd for EndpointString {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for EndpointString {
+    /// Byte-wise, as the strings compare.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl std::fmt::Debug for EndpointString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
@@ -159,7 +236,7 @@ pub fn merge_slices<'a>(
     family: IpFamily,
     node_name: &str,
 ) -> BTreeMap<PortKey, Vec<EndpointInfo>> {
-    let mut by_port: BTreeMap<PortKey, BTreeMap<String, EndpointInfo>> = BTreeMap::new();
+    let mut by_port: BTreeMap<PortKey, BTreeMap<EndpointString, EndpointInfo>> = BTreeMap::new();
     for slice in slices {
         if slice.address_family != family {
             continue;
@@ -178,7 +255,7 @@ pub fn merge_slices<'a>(
                 .or_default();
             for ep in &endpoints {
                 let info = endpoint_info(ep, port.port, node_name);
-                match set.entry(info.endpoint.clone()) {
+                match set.entry(info.endpoint) {
                     Entry::Vacant(v) => {
                         v.insert(info);
                     }
@@ -253,9 +330,15 @@ mod tests {
             EndpointInfo::new("10.0.0.1".parse().unwrap(), 80).endpoint_str(),
             "10.0.0.1:80"
         );
+        let v6 = EndpointInfo::new("fd00::1".parse().unwrap(), 80);
+        assert_eq!(v6.endpoint_str(), "[fd00::1]:80");
+        assert_eq!(v6.ip_bytes(), b"fd00::1");
+        let v4 = EndpointInfo::new("10.0.0.1".parse().unwrap(), 65535);
+        assert_eq!(v4.ip_bytes(), b"10.0.0.1");
+        let longest: std::net::IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
         assert_eq!(
-            EndpointInfo::new("fd00::1".parse().unwrap(), 80).endpoint_str(),
-            "[fd00::1]:80"
+            EndpointInfo::new(longest, 65535).endpoint_str(),
+            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
         );
     }
 
