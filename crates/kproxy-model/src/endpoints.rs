@@ -93,9 +93,9 @@ pub struct EndpointInfo {
     /// The endpoint runs on this node.
     pub is_local: bool,
     /// Zones this endpoint is hinted for (sorted, unique).
-    pub zone_hints: Vec<String>,
+    pub zone_hints: Box<[String]>,
     /// Nodes this endpoint is hinted for (sorted, unique).
-    pub node_hints: Vec<String>,
+    pub node_hints: Box<[String]>,
 }
 
 impl EndpointInfo {
@@ -118,8 +118,8 @@ impl EndpointInfo {
             serving: true,
             terminating: false,
             is_local: false,
-            zone_hints: Vec::new(),
-            node_hints: Vec::new(),
+            zone_hints: Box::default(),
+            node_hints: Box::default(),
         }
     }
 
@@ -286,11 +286,11 @@ fn endpoint_info(ep: &Endpoint, port: u16, node_name: &str) -> EndpointInfo {
     info
 }
 
-fn sorted_unique(v: &[String]) -> Vec<String> {
+fn sorted_unique(v: &[String]) -> Box<[String]> {
     let mut v = v.to_vec();
     v.sort();
     v.dedup();
-    v
+    v.into_boxed_slice()
 }
 
 #[cfg(test)]
