@@ -54,6 +54,7 @@ goldens! {
     unnamed_port => "unnamed-port",
     leading_zeros => "leading-zeros",
     ipv6_nodeport_addresses => "ipv6-nodeport-addresses",
+    partial_sync => "partial-sync",
     base => "base",
     mark_production => "mark-production",
     mark_bit_31 => "mark-bit-31",
