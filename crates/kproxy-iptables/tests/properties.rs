@@ -352,6 +352,23 @@ fn check_layout(text: &str, family: IpFamily, localhost_np: bool) {
         family == IpFamily::V4 && localhost_np,
         s["filter"].chain_lines.len() == 6
     );
+    // filter rules: the KUBE-FIREWALL rule first (if any), the KUBE-FORWARD rules last.
+    let fc = &s["filter"].commands;
+    if localhost_np {
+        assert!(fc[0].starts_with("-A KUBE-FIREWALL "), "{}", fc[0]);
+    }
+    let forward = fc
+        .iter()
+        .rev()
+        .take_while(|l| l.starts_with("-A KUBE-FORWARD "))
+        .count();
+    assert!((2..=3).contains(&forward), "KUBE-FORWARD rules last");
+    assert_eq!(
+        fc.iter()
+            .filter(|l| l.starts_with("-A KUBE-FORWARD "))
+            .count(),
+        forward
+    );
     // Chain lines come before every rule of their table.
     let mut in_rules = false;
     for l in text.lines() {

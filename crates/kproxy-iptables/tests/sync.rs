@@ -1081,3 +1081,32 @@ proptest! {
         check_delta_history(cluster, steps, true);
     }
 }
+
+#[test]
+fn delta_without_exact_changes_falls_back_to_a_partial_sync() {
+    // SyncKind::Delta is documented to fall back to Partial when the changes are not
+    // exactly those since the compiler's previous sync.
+    let mut n = Node::v4();
+    three_services(&mut n);
+    n.sync(SyncKind::Full);
+    n.tracker
+        .update_endpoint_slice(simple_slice("ns2", "svc2-1", "svc2", 80, &["10.0.2.9"]));
+    let changes = n.tracker.commit();
+    let unknown = Changes::of_services(changes.services.clone());
+    let (out, text) = n.sync_changes(SyncKind::Delta, &unknown, true);
+    assert!(!out.stats.delta && !out.stats.incremental);
+    // A partial sync: the fixed chains are declared and rewritten.
+    assert_eq!(
+        owned(summarize(&text)["nat"].declared())
+            .intersection(&set(&FIXED_NAT))
+            .count(),
+        4
+    );
+    n.assert_converged();
+    // With nothing changed, an exact delta is empty.
+    let changes = n.tracker.commit();
+    let (out, text) = n.sync_changes(SyncKind::Delta, &changes, true);
+    assert!(out.stats.delta);
+    assert!(text.is_empty(), "{text}");
+    n.assert_converged();
+}
