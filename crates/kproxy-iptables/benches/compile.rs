@@ -97,6 +97,9 @@ fn main() {
     if let Ok(what) = std::env::var("KPROXY_BENCH_PROFILE") {
         return profile(&what);
     }
+    if let Ok(n) = std::env::var("KPROXY_BENCH_MEMORY") {
+        return memory(n.parse().expect("size"));
+    }
     let sizes: &[usize] = if quick {
         &[100]
     } else {
@@ -191,7 +194,34 @@ fn main() {
         median(times).as_secs_f64() * 1e3,
         out_len as f64 / (1 << 20) as f64
     );
-    println!("\npeak RSS of this process: {:.0} MiB", peak_rss_mib());
+    // Peak memory of one full compile, each size in its own process (state + compiler +
+    // output, as a node daemon holds them).
+    println!(
+        "\n| services × {eps} endpoints | peak RSS (state + compiler + full output) |\n|---:|---:|"
+    );
+    let exe = std::env::current_exe().expect("self");
+    for &n in sizes {
+        let out = std::process::Command::new(&exe)
+            .env("KPROXY_BENCH_MEMORY", n.to_string())
+            .output()
+            .expect("run self");
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+    }
+}
+
+fn memory(n: usize) {
+    let t = state(n, 10);
+    let mut compiler = Compiler::new(config());
+    let out = compiler.compile(
+        t.state(),
+        SyncRequest {
+            kind: SyncKind::Full,
+            changed: &Changes::default(),
+            existing_nat_chains: None,
+        },
+    );
+    std::hint::black_box(&out);
+    println!("| {n} | {:.0} MiB |", peak_rss_mib());
 }
 
 /// Runs one case in a loop, for `perf record`: `KPROXY_BENCH_PROFILE=full|partial`.

@@ -3,7 +3,8 @@
 //! rules in the kernel), each beside the kernel tool's own floor measured in the same run:
 //! `iptables-restore` of the same full text, and `iptables-restore --noflush` of a one-rule
 //! change to the same table. Prints a table. `cargo bench -p kproxy-iptables --bench sync`.
-//! Sizes: `KPROXY_BENCH_SIZES=1000,10000` (default).
+//! Sizes: `KPROXY_BENCH_SIZES=1000,10000` (default); backends: `KPROXY_BENCH_BACKENDS=nft|legacy`
+//! (default both).
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
@@ -13,8 +14,8 @@ use std::time::{Duration, Instant};
 use kproxy_iptables::compile::SyncKind;
 use kproxy_iptables::{Backend, Config, Iptables, LocalDetector, Proxier, ProxierOptions};
 use kproxy_model::{
-    ChangeTracker, Endpoint, EndpointPort, EndpointSlice, IpFamily, Protocol, Service,
-    ServicePort, ServiceType,
+    ChangeTracker, Endpoint, EndpointPort, EndpointSlice, IpFamily, Protocol, Service, ServicePort,
+    ServiceType,
 };
 use kproxy_testutil::Netns;
 
@@ -35,7 +36,11 @@ fn service(i: usize) -> Service {
             name: "http".into(),
             protocol: Protocol::Tcp,
             port: 80,
-            node_port: if node_port { 30000 + (i % 2000) as u16 } else { 0 },
+            node_port: if node_port {
+                30000 + (i % 2000) as u16
+            } else {
+                0
+            },
         }],
         ..Service::default()
     }
@@ -117,9 +122,16 @@ fn main() {
         .ok()
         .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
         .unwrap_or_else(|| if quick { vec![200] } else { vec![1000, 10_000] });
-    println!("| backend | services × {EPS} eps | first full sync (kproxy) | plain restore of the same text | ratio | one-endpoint change (kproxy, event → kernel) | one-rule --noflush restore | ratio |");
+    println!(
+        "| backend | services × {EPS} eps | first full sync (kproxy) | plain restore of the same text | ratio | one-endpoint change (kproxy, event → kernel) | one-rule --noflush restore | ratio |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for backend in [Backend::Nft, Backend::Legacy] {
+    let backends: Vec<Backend> = match std::env::var("KPROXY_BENCH_BACKENDS").as_deref() {
+        Ok("nft") => vec![Backend::Nft],
+        Ok("legacy") => vec![Backend::Legacy],
+        _ => vec![Backend::Nft, Backend::Legacy],
+    };
+    for backend in backends {
         for &n in &sizes {
             run_case(backend, n);
         }

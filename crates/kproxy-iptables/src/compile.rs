@@ -234,7 +234,12 @@ impl DeltaOps {
         };
         for nat in [false, true] {
             let (old_lines, new_lines) = (lines(old, nat), lines(new, nat));
-            for line in multiset_minus(&old_lines, &new_lines) {
+            if old_lines == new_lines {
+                continue;
+            }
+            // Rewrite the Service's rules as a whole, so that their order within each chain
+            // stays what a full sync writes (it can matter when a port's addresses overlap).
+            for line in &old_lines {
                 let out = if nat {
                     &mut self.nat_delete
                 } else {
@@ -245,7 +250,7 @@ impl DeltaOps {
                 out.extend_from_slice(&line[2..]);
                 out.push(b'\n');
             }
-            for line in multiset_minus(&new_lines, &old_lines) {
+            for line in new_lines {
                 if !nat {
                     self.filter_add.extend_from_slice(&line);
                     self.filter_add.push(b'\n');

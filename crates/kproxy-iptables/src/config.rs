@@ -73,10 +73,13 @@ impl NodePortAddresses {
         }
         let match_all = own.is_empty() || own.iter().any(|n| n.prefix_len() == 0);
         // Upstream tests whether 127.0.0.0 masked by the CIDR's mask is the CIDR's address,
-        // i.e. whether the CIDR contains 127.0.0.0.
+        // Upstream: a CIDR whose address is a loopback address, or that contains 127.0.0.0.
         let loopback_start: IpAddr = [127, 0, 0, 0].into();
         let contains_ipv4_loopback = family == IpFamily::V4
-            && (match_all || own.iter().any(|n| n.contains(&loopback_start)));
+            && (match_all
+                || own
+                    .iter()
+                    .any(|n| n.addr().is_loopback() || n.contains(&loopback_start)));
         NodePortAddresses {
             cidrs: own,
             match_all,
@@ -207,8 +210,10 @@ mod tests {
             None,
         );
         assert!(!some.match_all());
-        // 127.0.0.1/32 does not contain 127.0.0.0: upstream says "no loopback".
-        assert!(!some.contains_ipv4_loopback());
+        // 127.0.0.1/32 is a loopback CIDR (upstream: `cidr.IP.IsLoopback()`).
+        assert!(some.contains_ipv4_loopback());
+        let lan = NodePortAddresses::new(IpFamily::V4, &v4(&["192.168.0.0/24"]), false, None);
+        assert!(!lan.contains_ipv4_loopback());
         let lo = NodePortAddresses::new(IpFamily::V4, &v4(&["127.0.0.0/8"]), false, None);
         assert!(lo.contains_ipv4_loopback());
         let ifaces: Vec<IpAddr> = ["192.168.0.2", "127.0.0.1", "192.168.1.2", "fd00::1"]

@@ -75,7 +75,6 @@ goldens! {
     nodeport_addresses_match_all => "nodeport-addresses-match-all",
     nodeport_addresses_other_family => "nodeport-addresses-other-family",
     nodeport_addresses_primary => "nodeport-addresses-primary",
-    #[ignore = "spec disagreement: §3.6 localhost NodePorts are effective when nodePortAddresses contain an IPv4 loopback address (127.0.0.1/32); the code only accepts CIDRs containing 127.0.0.0"]
     nodeport_addresses_loopback_32 => "nodeport-addresses-loopback-32",
 }
 

@@ -1076,7 +1076,6 @@ proptest! {
     }
 
     #[test]
-    #[ignore = "spec disagreement: §3.3 #1-#3/#7/#9/#10 order of a service port's rules in KUBE-SERVICES/KUBE-EXTERNAL-SERVICES; delta syncs insert changed rules with -I at the top, out of that order"]
     fn delta_syncs_equal_one_full_sync((cluster, steps) in arb::arb_history(IpFamily::V4, 6, 6)) {
         check_delta_history(cluster, steps, true);
     }
