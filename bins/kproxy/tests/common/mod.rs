@@ -535,3 +535,62 @@ pub fn sock(ip: IpAddr, port: u16) -> SocketAddr {
 pub fn backend(pod: &Pod, name: &str, port: u16) -> Backend {
     Backend::start(pod, name, &pod.socks(port)).expect("backend")
 }
+
+/// An HTTP response as read off the wire by [`http_get`].
+#[derive(Clone, Debug)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The headers, names lowercased, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body, as sent (no chunked encoding expected).
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The first header called `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `GET <path>` (HTTP/1.1, `Connection: close`) to `target` over a plain TCP socket, from a
+/// thread inside `ns`; reads until the server closes. Errors are described.
+pub fn http_get(ns: &Netns, target: SocketAddr, path: &str) -> Result<HttpResponse, String> {
+    use std::io::{Read, Write};
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+    let raw = ns
+        .enter(move || -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.write_all(request.as_bytes())?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        })
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("GET {target}: {e}"))?;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no end of headers in {raw:?}"))?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.strip_prefix("HTTP/1.1 "))
+        .and_then(|l| l.get(..3))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line in {raw:?}"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: body.to_owned(),
+    })
+}
