@@ -167,23 +167,27 @@ impl Engine {
 
     /// Applies one object event to every family; returns whether any view changed.
     fn apply(&mut self, ev: Event) -> bool {
+        let (total, pending) = match &ev {
+            Event::Service(_) | Event::ServiceDeleted { .. } => (
+                &self.metrics.service_changes,
+                &self.metrics.service_changes_pending,
+            ),
+            _ => (
+                &self.metrics.endpoint_changes,
+                &self.metrics.endpoint_changes_pending,
+            ),
+        };
+        total.inc();
+        pending.set(pending.get() + 1.0);
         let mut changed = false;
         for f in &mut self.families {
             changed |= match &ev {
-                Event::Service(s) => {
-                    self.metrics.service_changes.inc();
-                    f.tracker.update_service(s.clone())
-                }
+                Event::Service(s) => f.tracker.update_service(s.clone()),
                 Event::ServiceDeleted { namespace, name } => {
-                    self.metrics.service_changes.inc();
                     f.tracker.delete_service(namespace, name)
                 }
-                Event::Slice(s) => {
-                    self.metrics.endpoint_changes.inc();
-                    f.tracker.update_endpoint_slice(s.clone())
-                }
+                Event::Slice(s) => f.tracker.update_endpoint_slice(s.clone()),
                 Event::SliceDeleted { namespace, name } => {
-                    self.metrics.endpoint_changes.inc();
                     f.tracker.delete_endpoint_slice(namespace, name)
                 }
                 _ => false,
@@ -236,6 +240,8 @@ impl Engine {
 
     /// Syncs every family; returns whether all succeeded.
     fn sync_all(&mut self, revision: u64) -> bool {
+        self.metrics.service_changes_pending.set(0.0);
+        self.metrics.endpoint_changes_pending.set(0.0);
         let mut ok = true;
         let addresses = (self.interface_addresses)();
         for f in &mut self.families {

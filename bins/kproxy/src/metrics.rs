@@ -127,6 +127,10 @@ pub struct MetricsInner {
     pub service_changes: Counter,
     /// `kubeproxy_sync_proxy_rules_endpoint_changes_total`.
     pub endpoint_changes: Counter,
+    /// `kubeproxy_sync_proxy_rules_service_changes_pending`.
+    pub service_changes_pending: Gauge,
+    /// `kubeproxy_sync_proxy_rules_endpoint_changes_pending`.
+    pub endpoint_changes_pending: Gauge,
     /// `kubeproxy_sync_proxy_rules_iptables_restore_failures_total`.
     pub restore_failures: Counter,
     /// `kubeproxy_sync_proxy_rules_iptables_partial_restore_failures_total`.
@@ -185,6 +189,8 @@ impl Metrics {
             last_queued: Gauge::default(),
             service_changes: Counter::default(),
             endpoint_changes: Counter::default(),
+            service_changes_pending: Gauge::default(),
+            endpoint_changes_pending: Gauge::default(),
             restore_failures: Counter::default(),
             partial_restore_failures: Counter::default(),
             no_local_internal: Gauge::default(),
@@ -305,6 +311,18 @@ impl Metrics {
             "kubeproxy_sync_proxy_rules_endpoint_changes_total",
             "Cumulative proxy rules Endpoint changes",
             self.endpoint_changes.get(),
+        );
+        gauge(
+            &mut out,
+            "kubeproxy_sync_proxy_rules_service_changes_pending",
+            "Pending proxy rules Service changes",
+            self.service_changes_pending.get(),
+        );
+        gauge(
+            &mut out,
+            "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
+            "Pending proxy rules Endpoint changes",
+            self.endpoint_changes_pending.get(),
         );
         counter(
             &mut out,

@@ -174,7 +174,9 @@ fn health_listen_addresses(cfg: &KubeProxyConfiguration, node: &Node) -> ListenA
     let ifaces = crate::host::interface_addresses();
     let mut ips = Vec::new();
     for family in IpFamily::ALL {
-        if let Ok(npa) = setup::nodeport_addresses(cfg, family, node.primary_ip(family)) {
+        if let Ok(npa) =
+            setup::nodeport_addresses(cfg, family, setup::primary_ip(cfg, family, node))
+        {
             if npa.match_all() {
                 return ListenAddresses::All;
             }

@@ -41,6 +41,15 @@ pub fn node_name(cfg: &KubeProxyConfiguration) -> String {
     }
 }
 
+/// The node's primary IP of `family`, as upstream's `detectNodeIPs`: a specified
+/// `bindAddress` of that family wins, else the Node object's (first InternalIP, then
+/// ExternalIP).
+pub fn primary_ip(cfg: &KubeProxyConfiguration, family: IpFamily, node: &Node) -> Option<IpAddr> {
+    kproxy_model::ip::parse_ip_sloppy(cfg.bind_address.trim())
+        .filter(|ip| !ip.is_unspecified() && family.contains(ip))
+        .or_else(|| node.primary_ip(family))
+}
+
 /// The local-traffic detector of `family` (upstream `getLocalDetectors`).
 pub fn local_detector(
     cfg: &KubeProxyConfiguration,
@@ -110,7 +119,7 @@ pub fn iptables_config(
     if !(0..=31).contains(&bit) {
         bail!("iptables.masqueradeBit: must be in the range [0, 31], got {bit}");
     }
-    let primary_ip = node.primary_ip(family);
+    let primary_ip = primary_ip(cfg, family, node);
     let (sync_period, _) = cfg.sync_periods();
     let mut c = IptablesConfig::new(family, &node.name);
     c.masquerade_mark = IptablesConfig::mark_for_bit(bit as u32);
@@ -134,4 +143,67 @@ pub fn iptables_config(
     c.nfacct_localhost_nodeports = host.nfacct;
     c.sync_period = sync_period;
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_address_overrides_the_primary_ip_of_its_family() {
+        let node = Node {
+            name: "n".into(),
+            internal_ips: vec!["192.168.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
+            ..Node::default()
+        };
+        let mut cfg = KubeProxyConfiguration::default();
+        assert_eq!(
+            primary_ip(&cfg, IpFamily::V4, &node),
+            Some("192.168.0.2".parse().unwrap())
+        );
+        cfg.bind_address = "0.0.0.0".into();
+        assert_eq!(
+            primary_ip(&cfg, IpFamily::V4, &node),
+            Some("192.168.0.2".parse().unwrap())
+        );
+        cfg.bind_address = "10.1.2.3".into();
+        assert_eq!(
+            primary_ip(&cfg, IpFamily::V4, &node),
+            Some("10.1.2.3".parse().unwrap())
+        );
+        assert_eq!(
+            primary_ip(&cfg, IpFamily::V6, &node),
+            Some("fd00::2".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn local_detectors() {
+        let node = Node {
+            name: "n".into(),
+            pod_cidrs: vec!["10.244.3.0/24".parse().unwrap()],
+            ..Node::default()
+        };
+        let mut cfg = KubeProxyConfiguration::default();
+        cfg.cluster_cidr = "10.244.0.0/16, fd00:10::/48".into();
+        assert_eq!(
+            local_detector(&cfg, IpFamily::V6, &node).unwrap(),
+            LocalDetector::Cidr("fd00:10::/48".parse().unwrap())
+        );
+        cfg.detect_local_mode = LocalMode::NodeCidr;
+        assert_eq!(
+            local_detector(&cfg, IpFamily::V4, &node).unwrap(),
+            LocalDetector::Cidr("10.244.3.0/24".parse().unwrap())
+        );
+        assert_eq!(
+            local_detector(&cfg, IpFamily::V6, &node).unwrap(),
+            LocalDetector::None
+        );
+        cfg.detect_local_mode = LocalMode::InterfaceNamePrefix;
+        cfg.detect_local.interface_name_prefix = "veth".into();
+        assert_eq!(
+            local_detector(&cfg, IpFamily::V4, &node).unwrap(),
+            LocalDetector::InterfaceNamePrefix("veth".into())
+        );
+    }
 }
