@@ -184,8 +184,10 @@ mod tests {
             pod_cidrs: vec!["10.244.3.0/24".parse().unwrap()],
             ..Node::default()
         };
-        let mut cfg = KubeProxyConfiguration::default();
-        cfg.cluster_cidr = "10.244.0.0/16, fd00:10::/48".into();
+        let mut cfg = KubeProxyConfiguration {
+            cluster_cidr: "10.244.0.0/16, fd00:10::/48".into(),
+            ..KubeProxyConfiguration::default()
+        };
         assert_eq!(
             local_detector(&cfg, IpFamily::V6, &node).unwrap(),
             LocalDetector::Cidr("fd00:10::/48".parse().unwrap())
