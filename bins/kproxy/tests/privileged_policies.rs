@@ -95,19 +95,20 @@ fn answered_by_all(
     results
 }
 
-/// Runs `probe` from `ns` once and asserts the outcome.
-fn expect(c: &Cluster, ns: &Netns, probe: Probe, want: &ProbeResult) {
-    let got = probe.run(ns);
-    assert_eq!(
-        &got,
-        want,
-        "{} {} → {} (from {:?})\n{}",
-        c.backend(),
-        ns.name(),
-        probe.target,
-        probe.source,
-        rules(c)
-    );
+/// Runs every probe (with [`SHORT`] as its timeout) at the same time, each from a thread in
+/// its namespace: expected drops take their whole timeout, so they are not run in a row.
+fn concurrently(probes: &[(&Netns, Probe)]) -> Vec<ProbeResult> {
+    let handles: Vec<_> = probes
+        .iter()
+        .map(|(ns, p)| {
+            let p = p.clone().with_timeout(SHORT);
+            ns.spawn(move || p.run_here()).expect("enter namespace")
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("probe thread"))
+        .collect()
 }
 
 /// Asserts the daemon never failed a sync, but for waits on the host-wide xtables lock
@@ -172,11 +173,15 @@ fn check_health(c: &Cluster, target: SocketAddr, name: &str, status: u16, n: usi
 // 4. externalTrafficPolicy: Local
 // ---------------------------------------------------------------------------------------
 
-/// A LoadBalancer with eTP Local and endpoints on both nodes: the external client reaches
-/// only the node's own endpoints (through the VIP and the NodePort) and they see its
-/// address; a pod and the node itself reach every endpoint. The health-check node port says
-/// 200 with two local endpoints; with the endpoints only on node2, 503 with none, and
-/// external traffic is dropped while pods still get through.
+/// A LoadBalancer with eTP Local, an external IP and endpoints on both nodes: the external
+/// client reaches only the node's own endpoints (through the VIP, the external IP and the
+/// NodePort) and they see its address; a pod and the node itself reach every endpoint. The
+/// health-check node port says 200 with two local endpoints.
+///
+/// Then the local endpoint is serving but terminating (not ready): external traffic falls
+/// back to it, while pods and the node use the ready remote one; the health check says 503
+/// with no local endpoint (terminating ones do not count). Last, with the endpoint only on
+/// node2: 503, external traffic is dropped (a timeout), pods still get through.
 fn external_policy_local(backend_kind: &'static str) {
     const NODE_PORT: u16 = 30090;
     const HC_PORT: u16 = 32000;
@@ -190,43 +195,47 @@ fn external_policy_local(backend_kind: &'static str) {
     let _b1 = backend(l1, "local1", TARGET);
     let _b2 = backend(remote, "remote", TARGET);
     let vips = [ip("198.51.100.50"), ip("2001:db8:51::50")];
+    let external = [ip("198.51.100.52"), ip("2001:db8:51::52")];
     let mut svc =
         ServiceDef::cluster_ip("lb", &[svc_v4(50), svc_v6(50)], PORT, TARGET).node_port(NODE_PORT);
     svc.kind = "LoadBalancer";
     svc.lb_ips = vips.to_vec();
+    svc.external_ips = external.to_vec();
     svc.external_policy = "Local";
     svc.health_check_node_port = HC_PORT;
     let eps = endpoints(&[l0, l1, remote]);
     c.manifests.service(svc).set_endpoints("lb", eps);
     c.apply();
 
+    // Every external destination of the Service, both families.
+    let targets: Vec<SocketAddr> = vips
+        .iter()
+        .zip(&external)
+        .flat_map(|(vip, ext)| {
+            [
+                sock(*vip, PORT),
+                sock(*ext, PORT),
+                sock(c.lab.node.ip_like(*vip), NODE_PORT),
+            ]
+        })
+        .collect();
     let (client, node, pod) = (&c.lab.client, &c.lab.node, &c.lab.local_pods[2]);
-    for vip in vips {
-        let client_ip = client.ip_like(vip);
-        for target in [sock(vip, PORT), sock(node.ip_like(vip), NODE_PORT)] {
-            let results =
-                answered_by_all(&c, client, &Probe::tcp(target), 60, &["local0", "local1"]);
-            for r in &results {
-                assert_eq!(
-                    r.seen_peer().map(|p| p.ip()),
-                    Some(client_ip),
-                    "{backend_kind} client → {target}: eTP Local keeps the client's address"
-                );
-            }
-            // Pods (by the cluster CIDR) are short-circuited to every endpoint.
-            answered_by_all(
-                &c,
-                pod,
-                &Probe::tcp(target),
-                60,
-                &["local0", "local1", "remote"],
+    for &target in &targets {
+        let client_ip = client.ip_like(target.ip());
+        let results = answered_by_all(&c, client, &Probe::tcp(target), 60, &["local0", "local1"]);
+        for r in &results {
+            assert_eq!(
+                r.seen_peer().map(|p| p.ip()),
+                Some(client_ip),
+                "{backend_kind} client → {target}: eTP Local keeps the client's address"
             );
         }
-        // So is the node itself (a local source), to the NodePort and the VIP.
-        for target in [sock(vip, PORT), sock(node.ip_like(vip), NODE_PORT)] {
+        // Pods (by the cluster CIDR) and the node itself (a local source) are
+        // short-circuited to every endpoint.
+        for ns in [&**pod, &**node] {
             answered_by_all(
                 &c,
-                node,
+                ns,
                 &Probe::tcp(target),
                 60,
                 &["local0", "local1", "remote"],
@@ -237,6 +246,34 @@ fn external_policy_local(backend_kind: &'static str) {
         check_health(&c, hc, "lb", 200, 2);
     }
 
+    // The local endpoint is terminating (still serving), the remote one ready.
+    let mut eps = endpoints(&[&c.lab.local_pods[0], &c.lab.remote_pods[0]]);
+    for e in &mut eps {
+        if e.node == "node" {
+            e.ready = false;
+            e.terminating = true;
+        }
+    }
+    c.manifests.set_endpoints("lb", eps);
+    c.apply();
+    let (client, node, pod) = (&c.lab.client, &c.lab.node, &c.lab.local_pods[2]);
+    for hc in node.socks(HC_PORT) {
+        check_health(&c, hc, "lb", 503, 0);
+    }
+    for &target in &targets {
+        let results = answered_by_all(&c, client, &Probe::tcp(target), 10, &["local0"]);
+        for r in &results {
+            assert_eq!(
+                r.seen_peer().map(|p| p.ip()),
+                Some(client.ip_like(target.ip())),
+                "{backend_kind} client → {target}: eTP Local keeps the client's address"
+            );
+        }
+        for ns in [&**pod, &**node] {
+            answered_by_all(&c, ns, &Probe::tcp(target), 10, &["remote"]);
+        }
+    }
+
     // No local endpoint left.
     let eps = endpoints(&[&c.lab.remote_pods[0]]);
     c.manifests.set_endpoints("lb", eps);
@@ -245,15 +282,22 @@ fn external_policy_local(backend_kind: &'static str) {
     for hc in node.socks(HC_PORT) {
         check_health(&c, hc, "lb", 503, 0);
     }
-    for vip in vips {
-        for target in [sock(vip, PORT), sock(node.ip_like(vip), NODE_PORT)] {
-            expect(
-                &c,
-                client,
-                Probe::tcp(target).with_timeout(SHORT),
-                &ProbeResult::Timeout,
-            );
-            answered_by_all(&c, pod, &Probe::tcp(target), 5, &["remote"]);
+    let drops: Vec<(&Netns, Probe)> = targets
+        .iter()
+        .map(|t| (&**client, Probe::tcp(*t)))
+        .collect();
+    for ((_, probe), r) in drops.iter().zip(concurrently(&drops)) {
+        assert_eq!(
+            r,
+            ProbeResult::Timeout,
+            "{backend_kind} client → {}: eTP Local without local endpoints drops\n{}",
+            probe.target,
+            rules(&c)
+        );
+    }
+    for &target in &targets {
+        for ns in [&**pod, &**node] {
+            answered_by_all(&c, ns, &Probe::tcp(target), 5, &["remote"]);
         }
     }
     no_failed_syncs(&c);
@@ -276,7 +320,7 @@ fn external_policy_local_legacy() {
 /// A NodePort Service with iTP Local and endpoints on both nodes: a pod and the node reach
 /// only the local endpoint through the ClusterIP; the external client still reaches both
 /// through the NodePort. With the endpoint only on node2, the ClusterIP drops (a timeout,
-/// not a refusal) and the NodePort still works.
+/// not a refusal), for the pod and the node, and the NodePort still works.
 fn internal_policy_local(backend_kind: &'static str) {
     const NODE_PORT: u16 = 30091;
     let mut c = start(backend_kind, 2, 1);
@@ -308,13 +352,31 @@ fn internal_policy_local(backend_kind: &'static str) {
     c.manifests.set_endpoints("itp", eps);
     c.apply();
     let (client, node, pod) = (&c.lab.client, &c.lab.node, &c.lab.local_pods[1]);
-    for vip in [svc_v4(60), svc_v6(60)] {
-        expect(
-            &c,
-            pod,
-            Probe::tcp(sock(vip, PORT)).with_timeout(SHORT),
-            &ProbeResult::Timeout,
+    let drops: Vec<(&Netns, Probe)> = [svc_v4(60), svc_v6(60)]
+        .into_iter()
+        .flat_map(|vip| {
+            [
+                (&**pod, Probe::tcp(sock(vip, PORT))),
+                (&**node, Probe::tcp(sock(vip, PORT))),
+            ]
+        })
+        .collect();
+    for ((ns, probe), r) in drops.iter().zip(concurrently(&drops)) {
+        // The node's own SYN, dropped in OUTPUT, may also fail at once (EPERM).
+        let ok = if ns.name() == node.name() {
+            !r.is_answered() && r != ProbeResult::Refused
+        } else {
+            r == ProbeResult::Timeout
+        };
+        assert!(
+            ok,
+            "{backend_kind} {} → {}: iTP Local without local endpoints drops: {r}\n{}",
+            ns.name(),
+            probe.target,
+            rules(&c)
         );
+    }
+    for vip in [svc_v4(60), svc_v6(60)] {
         answered_by_all(
             &c,
             client,
@@ -348,7 +410,8 @@ const EXTRA_CLIENTS: u8 = 12;
 /// the external client from twelve source addresses) lands on one backend for 20
 /// connections in a row; over thirteen clients more than one backend is used (all on one
 /// would happen with probability 3 · 3⁻¹³). The same Service without affinity spreads one
-/// client over all three.
+/// client over all three. When the pod's backend leaves, its clients stick to another one,
+/// and every other client keeps its backend across the sync (the `recent` lists survive).
 fn client_ip_affinity(backend_kind: &'static str) {
     let mut c = start(backend_kind, 3, 1);
     let pods = [
@@ -396,38 +459,92 @@ fn client_ip_affinity(backend_kind: &'static str) {
     c.apply();
 
     let all = ["b0", "b1", "b2"];
-    let client = &c.lab.client;
-    let pod = &c.lab.local_pods[2];
-    for (vip, loose) in [(svc_v4(70), svc_v4(71)), (svc_v6(70), svc_v6(71))] {
-        let mut sources: Vec<(&Netns, Option<IpAddr>)> = vec![(&**pod, None)];
+    // The clients: (namespace, source address), the pod first.
+    let sources = |c: &Cluster, vip: IpAddr| -> Vec<(String, Option<IpAddr>)> {
+        let mut v = vec![(c.lab.local_pods[2].name().to_owned(), None)];
         for i in 1..=EXTRA_CLIENTS {
-            sources.push((&**client, Some(extra(i, vip))));
+            v.push((c.lab.client.name().to_owned(), Some(extra(i, vip))));
         }
-        let mut landed = std::collections::BTreeSet::new();
-        for (ns, src) in &sources {
-            let mut probe = Probe::tcp(sock(vip, PORT));
-            probe.source = src.map(|ip| SocketAddr::new(ip, 0));
-            let p = probe.clone();
-            let results: Vec<ProbeResult> = ns
-                .enter(move || (0..20).map(|_| p.run_here()).collect())
-                .expect("enter namespace");
-            let hist = histogram(&results);
-            assert!(
-                hist.len() == 1 && hist.keys().all(|k| all.contains(&k.as_str())),
-                "{backend_kind} {} (from {src:?}) → {vip}: want one backend for every \
-                 connection, got {hist:?}\n{}",
-                ns.name(),
-                rules(&c)
-            );
-            landed.extend(hist.into_keys());
-        }
+        v
+    };
+    // Where each client lands, 20 connections in a row; asserts it is one backend.
+    let land = |c: &Cluster, vip: IpAddr, candidates: &[&str]| -> Vec<String> {
+        let namespaces: [&Netns; 2] = [&c.lab.local_pods[2], &c.lab.client];
+        sources(c, vip)
+            .into_iter()
+            .map(|(ns_name, src)| {
+                let ns = *namespaces
+                    .iter()
+                    .find(|n| n.name() == ns_name)
+                    .expect("known namespace");
+                let mut probe = Probe::tcp(sock(vip, PORT));
+                probe.source = src.map(|ip| SocketAddr::new(ip, 0));
+                let results: Vec<ProbeResult> = ns
+                    .enter(move || (0..20).map(|_| probe.run_here()).collect())
+                    .expect("enter namespace");
+                let hist = histogram(&results);
+                assert!(
+                    hist.len() == 1 && hist.keys().all(|k| candidates.contains(&k.as_str())),
+                    "{} {ns_name} (from {src:?}) → {vip}: want one of {candidates:?} for every \
+                     connection, got {hist:?}\n{}",
+                    c.backend(),
+                    rules(c)
+                );
+                hist.into_keys().next().expect("one key")
+            })
+            .collect()
+    };
+
+    let mut before = Vec::new();
+    for (vip, loose) in [(svc_v4(70), svc_v4(71)), (svc_v6(70), svc_v6(71))] {
+        let landed = land(&c, vip, &all);
+        let distinct: std::collections::BTreeSet<_> = landed.iter().collect();
         assert!(
-            landed.len() > 1,
-            "{backend_kind} {vip}: {} clients all landed on {landed:?}",
-            sources.len()
+            distinct.len() > 1,
+            "{backend_kind} {vip}: {} clients all landed on {distinct:?}",
+            landed.len()
         );
+        before.push((vip, landed));
         // Without affinity the same client is spread.
-        answered_by_all(&c, pod, &Probe::tcp(sock(loose, PORT)), 60, &all);
+        answered_by_all(
+            &c,
+            &c.lab.local_pods[2],
+            &Probe::tcp(sock(loose, PORT)),
+            60,
+            &all,
+        );
+    }
+
+    // Remove the endpoint the pod landed on (IPv4): its clients move to one other backend
+    // each and stick there; every other client keeps its backend across the sync.
+    let gone = before[0].1[0].clone();
+    let index: usize = gone[1..].parse().expect("bN");
+    let kept: Vec<&Pod> = [
+        &c.lab.local_pods[0],
+        &c.lab.local_pods[1],
+        &c.lab.remote_pods[0],
+    ]
+    .into_iter()
+    .enumerate()
+    .filter(|(i, _)| *i != index)
+    .map(|(_, p)| p)
+    .collect();
+    let eps = endpoints(&kept);
+    c.manifests.set_endpoints("sticky", eps);
+    c.apply();
+    let remaining: Vec<&str> = all.iter().copied().filter(|b| **b != gone).collect();
+    for (vip, landed_before) in &before {
+        let landed = land(&c, *vip, &remaining);
+        for (i, (was, is)) in landed_before.iter().zip(&landed).enumerate() {
+            if *was != gone {
+                assert_eq!(
+                    was,
+                    is,
+                    "{backend_kind} {vip}: client {:?} moved after an unrelated endpoint left",
+                    sources(&c, *vip)[i]
+                );
+            }
+        }
     }
     no_failed_syncs(&c);
 }
