@@ -300,7 +300,86 @@ fn external_policy_local(backend_kind: &'static str) {
             answered_by_all(&c, ns, &Probe::tcp(target), 5, &["remote"]);
         }
     }
+
+    // The Service gone, its health check closes.
+    c.manifests.remove("lb");
+    c.apply();
+    for hc in c.lab.node.socks(HC_PORT) {
+        wait_refused(&c, hc);
+    }
     no_failed_syncs(&c);
+}
+
+/// Waits (up to 5 s, health checks follow the sync) until nothing listens on `target`.
+fn wait_refused(c: &Cluster, target: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = http_get(&c.lab.client, target, "/healthz");
+        if got.as_ref().is_err_and(|e| e.contains("refused")) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} {target}: want no health check, got {got:?}",
+            c.backend()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `healthCheckNodePort` counts only on a LoadBalancer with eTP Local: on a NodePort
+/// Service with eTP Local and on a LoadBalancer with eTP Cluster nothing listens (the
+/// client is refused), while the LoadBalancer with eTP Local next to them answers.
+fn health_check_only_for_local_load_balancers(backend_kind: &'static str) {
+    let mut c = start(backend_kind, 1, 0);
+    let eps = endpoints(&[&c.lab.local_pods[0]]);
+    let mut np_local = ServiceDef::cluster_ip("np-local", &[svc_v4(80), svc_v6(80)], PORT, TARGET)
+        .node_port(30092);
+    np_local.external_policy = "Local";
+    np_local.health_check_node_port = 32002;
+    let mut lb_cluster =
+        ServiceDef::cluster_ip("lb-cluster", &[svc_v4(81), svc_v6(81)], PORT, TARGET)
+            .node_port(30093);
+    lb_cluster.kind = "LoadBalancer";
+    lb_cluster.health_check_node_port = 32003;
+    let mut lb_local = lb_cluster.clone();
+    lb_local.name = "lb-local".into();
+    lb_local.cluster_ips = vec![svc_v4(82), svc_v6(82)];
+    lb_local.ports[0].node_port = 30094;
+    lb_local.external_policy = "Local";
+    lb_local.health_check_node_port = 32004;
+    c.manifests
+        .service(np_local)
+        .set_endpoints("np-local", eps.clone())
+        .service(lb_cluster)
+        .set_endpoints("lb-cluster", eps.clone())
+        .service(lb_local)
+        .set_endpoints("lb-local", eps);
+    c.apply();
+    for hc in c.lab.node.socks(32004) {
+        check_health(&c, hc, "lb-local", 200, 1);
+    }
+    // The health checks of a sync open together: with lb-local's open, the others would be.
+    for port in [32002, 32003] {
+        for hc in c.lab.node.socks(port) {
+            let got = http_get(&c.lab.client, hc, "/healthz");
+            assert!(
+                got.as_ref().is_err_and(|e| e.contains("refused")),
+                "{backend_kind} {hc}: want no health check, got {got:?}"
+            );
+        }
+    }
+    no_failed_syncs(&c);
+}
+
+#[test]
+fn health_check_only_for_local_load_balancers_nft() {
+    health_check_only_for_local_load_balancers("nft");
+}
+
+#[test]
+fn health_check_only_for_local_load_balancers_legacy() {
+    health_check_only_for_local_load_balancers("legacy");
 }
 
 #[test]
