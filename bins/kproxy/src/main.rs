@@ -6,7 +6,7 @@
 //! - `kproxy --cleanup`: remove everything kproxy (or kube-proxy) programmed.
 
 mod cleanup;
-mod config;
+use kproxy_config as config;
 mod demo;
 mod engine;
 mod flags;

@@ -51,7 +51,7 @@ pub const NODE_PORT_ADDRESSES_PRIMARY: &str = "primary";
 
 /// Go's `netutils.ParseIPSloppy(s).To4() != nil`: an IPv4 address, or an
 /// IPv4-mapped IPv6 one. (Sloppy: leading zeros allowed in IPv4 octets.)
-pub(crate) fn is_ipv4_like(s: &str) -> bool {
+pub fn is_ipv4_like(s: &str) -> bool {
     match parse_ip_sloppy(s) {
         Some(IpAddr::V4(_)) => true,
         Some(IpAddr::V6(v6)) => v6.to_ipv4_mapped().is_some(),
@@ -59,29 +59,12 @@ pub(crate) fn is_ipv4_like(s: &str) -> bool {
     }
 }
 
-/// Go's `netutils.ParseIPSloppy`: like `net.ParseIP` but IPv4 octets may have leading
-/// zeros (read as decimal).
-pub(crate) fn parse_ip_sloppy(s: &str) -> Option<IpAddr> {
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Some(ip);
-    }
-    // Leading zeros: "010.001.0.1".
-    let octets: Vec<&str> = s.split('.').collect();
-    if octets.len() != 4 {
-        return None;
-    }
-    let mut out = [0u8; 4];
-    for (slot, octet) in out.iter_mut().zip(&octets) {
-        if octet.is_empty() || octet.len() > 3 || !octet.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        *slot = octet.parse().ok()?;
-    }
-    Some(IpAddr::from(out))
-}
+/// Go's `netutils.ParseIPSloppy` (IPv4 octets may have leading zeros, read as decimal):
+/// [`kproxy_model::ip::parse_ip_sloppy`].
+pub use kproxy_model::ip::parse_ip_sloppy;
 
 /// Go's `net.SplitHostPort`: `host:port` or `[host]:port` → (host, port).
-pub(crate) fn split_host_port(s: &str) -> Result<(&str, &str), &'static str> {
+pub fn split_host_port(s: &str) -> Result<(&str, &str), &'static str> {
     let Some(colon) = s.rfind(':') else {
         return Err("missing port in address");
     };
@@ -119,7 +102,7 @@ pub(crate) fn split_host_port(s: &str) -> Result<(&str, &str), &'static str> {
 /// Upstream's `proxyutil.AppendPortIfNeeded`: `addr` unchanged if it is already
 /// `host:port` or not an IP at all (validation reports that), else `ip:port` /
 /// `[ip]:port`.
-pub(crate) fn append_port_if_needed(addr: &str, port: u16) -> String {
+pub fn append_port_if_needed(addr: &str, port: u16) -> String {
     if split_host_port(addr).is_ok() {
         return addr.to_owned();
     }

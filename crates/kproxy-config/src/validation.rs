@@ -102,19 +102,10 @@ impl Errors {
     }
 }
 
-/// Go's `netutils.ParseCIDRSloppy`: `ip/prefix` (host bits may be set).
+/// Go's `netutils.ParseCIDRSloppy`: `ip/prefix` (host bits may be set, IPv4 octets may
+/// have leading zeros).
 pub(crate) fn parse_cidr(s: &str) -> Option<IpNet> {
-    if let Ok(net) = s.parse::<IpNet>() {
-        return Some(net);
-    }
-    // Leading zeros in IPv4 octets, as ParseCIDRSloppy allows.
-    let (ip, prefix) = s.split_once('/')?;
-    let prefix: u8 = if prefix.bytes().all(|b| b.is_ascii_digit()) && !prefix.is_empty() {
-        prefix.parse().ok()?
-    } else {
-        return None;
-    };
-    IpNet::new(parse_ip_sloppy(ip)?, prefix).ok()
+    kproxy_model::ip::parse_cidr_sloppy(s)
 }
 
 impl KubeProxyConfiguration {

@@ -13,16 +13,30 @@
 //! 2. [`KubeProxyConfiguration::set_defaults`] (done by `parse`): upstream's
 //!    `SetDefaults_KubeProxyConfiguration`, which also replaces *zero* values
 //!    (e.g. `iptables.minSyncPeriod: 0s` becomes `1s`).
-//! 3. The caller applies command-line flags (`crate::flags::ProxyFlags::apply`).
+//! 3. The caller applies command-line flags (the `kproxy` binary's `ProxyFlags::apply`).
 //! 4. [`KubeProxyConfiguration::apply_platform_defaults`]: upstream's Linux
 //!    `platformApplyDefaults` (empty mode → iptables, ...).
 //! 5. [`KubeProxyConfiguration::validate`]: upstream's validation, reporting every
 //!    error with its v1alpha1 field path.
 //!
-//! `crate::flags::ProxyFlags::resolve` runs all five steps.
-
-// The rest of the binary does not use this API yet.
-#![allow(dead_code)]
+//! The `kproxy` binary's `ProxyFlags::resolve` runs all five steps.
+//!
+//! # Example
+//!
+//! ```
+//! let loaded = kproxy_config::parse(
+//!     "apiVersion: kubeproxy.config.k8s.io/v1alpha1\n\
+//!      kind: KubeProxyConfiguration\n\
+//!      clusterCIDR: 10.244.0.0/16\n\
+//!      iptables:\n  masqueradeBitt: 14\n",
+//! )?;
+//! // Defaults filled in, unknown fields reported with their path.
+//! assert_eq!(loaded.config.iptables.sync_period, std::time::Duration::from_secs(30));
+//! assert_eq!(loaded.config.healthz_bind_address, "0.0.0.0:10256");
+//! assert!(loaded.warnings.iter().any(|w| w.contains("iptables.masqueradeBitt")));
+//! loaded.config.validate()?;
+//! # Ok::<(), kproxy_config::ConfigError>(())
+//! ```
 
 mod defaults;
 pub mod duration;
