@@ -94,7 +94,8 @@ impl Rule {
 impl fmt::Display for Rule {
     /// The rule as iptables-save prints it: `-A CHAIN args`, quoting arguments that need it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "-A {}", self.chain)?;
+        f.write_str("-A ")?;
+        write_arg(f, &self.chain)?;
         for arg in &self.args {
             f.write_str(" ")?;
             write_arg(f, arg)?;
@@ -104,7 +105,11 @@ impl fmt::Display for Rule {
 }
 
 fn write_arg(f: &mut fmt::Formatter<'_>, arg: &str) -> fmt::Result {
-    if !arg.is_empty() && !arg.contains([' ', '"', '\\', '\t']) {
+    if !arg.is_empty()
+        && !arg
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '\\')
+    {
         return f.write_str(arg);
     }
     f.write_str("\"")?;
@@ -217,6 +222,9 @@ pub fn parse(text: &str) -> Result<Ruleset, ParseError> {
         let (chain, args) = rest
             .split_first()
             .ok_or_else(|| err("command without a chain"))?;
+        if chain.is_empty() {
+            return Err(err("empty chain name"));
+        }
         let rule = |args: &[String]| Rule {
             chain: chain.clone(),
             args: args.to_vec(),
@@ -326,11 +334,26 @@ mod tests {
     }
 
     #[test]
+    fn any_whitespace_is_quoted_on_output() {
+        // Found by the fuzzer: a vertical tab splits arguments when parsing, so printing
+        // must quote it.
+        let rule = Rule {
+            chain: "X".into(),
+            args: vec!["a\u{b}b".into(), "".into(), "c".into()],
+        };
+        let text = format!("*t\n{rule}\nCOMMIT\n");
+        let back = parse(&text).unwrap();
+        assert_eq!(back.tables[0].rules_of("X"), vec![&rule]);
+    }
+
+    #[test]
     fn errors() {
         assert!(parse("-A X -j Y\n").is_err());
         assert!(parse("*nat\n-A X \"unterminated\nCOMMIT\n").is_err());
         assert!(parse("*nat\n:X - [0:0]\n").is_err());
         assert!(parse("*nat\n-Z X\nCOMMIT\n").is_err());
+        // Found by the fuzzer: a quoted empty chain name.
+        assert!(parse("*nat\n-A \"\" -j X\nCOMMIT\n").is_err());
         assert_eq!(parse("*nat\n*filter\nCOMMIT\n").unwrap_err().line, 2);
     }
 }
