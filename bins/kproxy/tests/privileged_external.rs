@@ -565,6 +565,12 @@ fn no_endpoints(backend_kind: &'static str) {
         .flat_map(|p| c.lab.node.socks(*p))
         .collect();
     let decoy = Backend::start_tcp(&c.lab.node, "decoy", &node_socks).expect("decoy");
+    // The decoy answers while there is no Service.
+    for port in [30082, 30088] {
+        let r = Probe::tcp(c.lab.node.sock_v4(port)).run(&c.lab.client);
+        assert_eq!(r.backend(), Some("decoy"), "{backend_kind}: {r}");
+    }
+    decoy.reset_counters();
     let unready_pod = &c.lab.local_pods[1];
     let _b = backend(unready_pod, "unready", TARGET);
     let unready: Vec<EndpointDef> = endpoints(&[unready_pod])
@@ -618,11 +624,6 @@ fn no_endpoints(backend_kind: &'static str) {
         "the NodePorts must be rejected, not served by the node"
     );
 
-    // Sanity check of the decoy: once the Service is gone, the node's listener answers.
-    c.manifests.remove("empty");
-    c.apply();
-    let r = Probe::tcp(c.lab.node.sock_v4(30082)).run(&c.lab.client);
-    assert_eq!(r.backend(), Some("decoy"), "{backend_kind}: {r}");
     no_failed_syncs(&c);
 }
 
@@ -788,4 +789,442 @@ fn masquerading_nft() {
 #[test]
 fn masquerading_legacy() {
     masquerading("legacy");
+}
+
+// ---------------------------------------------------------------------------------------
+// One Service changed step by step
+// ---------------------------------------------------------------------------------------
+
+/// What a [`Check`] expects.
+enum Want {
+    /// Answered every time, by exactly these backends (each at least once), and, if given,
+    /// with this peer seen.
+    Answered(&'static [&'static str], Option<IpAddr>),
+    /// Refused at once.
+    Refused,
+    /// Dropped.
+    Timeout,
+}
+
+/// One expectation: `probe` from `ns`.
+struct Check<'a> {
+    ns: &'a Netns,
+    probe: Probe,
+    want: Want,
+}
+
+fn check<'a>(ns: &'a Netns, probe: Probe, want: Want) -> Check<'a> {
+    Check { ns, probe, want }
+}
+
+/// Verifies `checks` after `step`: the expected drops all at once, the rest one by one.
+fn verify(c: &Cluster, step: &str, checks: &[Check<'_>]) {
+    let drops: Vec<(&Netns, Probe)> = checks
+        .iter()
+        .filter(|k| matches!(k.want, Want::Timeout))
+        .map(|k| (k.ns, k.probe.clone()))
+        .collect();
+    for ((ns, probe), r) in drops.iter().zip(concurrently(&drops)) {
+        assert_eq!(
+            r,
+            ProbeResult::Timeout,
+            "{} step {step:?}: {} → {} (from {:?})\n{}",
+            c.backend(),
+            ns.name(),
+            probe.target,
+            probe.source,
+            rules(c)
+        );
+    }
+    for k in checks {
+        match k.want {
+            Want::Timeout => {}
+            Want::Refused => {
+                let p = k.probe.clone().with_timeout(SHORT);
+                let (got, took) =
+                    k.ns.enter(move || {
+                        let t = Instant::now();
+                        (p.run_here(), t.elapsed())
+                    })
+                    .expect("enter namespace");
+                assert!(
+                    got == ProbeResult::Refused && took < Duration::from_millis(500),
+                    "{} step {step:?}: {} → {}: want refused at once, got {got} after \
+                     {took:?}\n{}",
+                    c.backend(),
+                    k.ns.name(),
+                    k.probe.target,
+                    rules(c)
+                );
+            }
+            Want::Answered(by, peer) => {
+                let p = k.probe.clone();
+                let results: Vec<ProbeResult> =
+                    k.ns.enter(move || (0..30).map(|_| p.run_here()).collect())
+                        .expect("enter namespace");
+                let hist = histogram(&results);
+                let ok = hist.keys().all(|b| by.contains(&b.as_str()))
+                    && by.iter().all(|b| hist.contains_key(*b))
+                    && peer.is_none_or(|want| {
+                        results
+                            .iter()
+                            .all(|r| r.seen_peer().map(|p| p.ip()) == Some(want))
+                    });
+                assert!(
+                    ok,
+                    "{} step {step:?}: {} → {} (from {:?}): want {by:?} (peer {peer:?}), got \
+                     {hist:?}; e.g. {}\n{}",
+                    c.backend(),
+                    k.ns.name(),
+                    k.probe.target,
+                    k.probe.source,
+                    results[0],
+                    rules(c)
+                );
+            }
+        }
+    }
+}
+
+/// One Service taken through every kind of change, with traffic checked after each sync
+/// (most of them incremental): a ClusterIP gets a NodePort, an external IP, becomes a
+/// LoadBalancer with source ranges, loses them, turns to eTP Local, changes its NodePort,
+/// loses its endpoints, gets a remote one back, returns to eTP Cluster with another VIP,
+/// and goes away. Both families.
+#[allow(clippy::needless_range_loop)] // `f` indexes several per-family arrays
+fn service_changes(backend_kind: &'static str) {
+    const NP1: u16 = 30100;
+    const NP2: u16 = 30101;
+    let mut c = start(backend_kind, 2, 1);
+    let _b0 = backend(&c.lab.local_pods[0], "local", TARGET);
+    let _b1 = backend(&c.lab.remote_pods[0], "remote", TARGET);
+    let both = endpoints(&[&c.lab.local_pods[0], &c.lab.remote_pods[0]]);
+    let only_remote = endpoints(&[&c.lab.remote_pods[0]]);
+    let vip1 = [v4("198.51.100.90"), v4("2001:db8:51::90")];
+    let vip2 = [v4("198.51.100.91"), v4("2001:db8:51::91")];
+    let ext = [v4("198.51.100.92"), v4("2001:db8:51::92")];
+    let cluster_ips = [svc_v4(90), svc_v6(90)];
+    let internet = [
+        IpAddr::from(c.lab.client_internet_v4),
+        IpAddr::from(c.lab.client_internet_v6),
+    ];
+    let ranges = vec![
+        c.lab.config().internet_v4.to_string(),
+        c.lab.config().internet_v6.to_string(),
+    ];
+    const BOTH: &[&str] = &["local", "remote"];
+    const LOCAL: &[&str] = &["local"];
+    const REMOTE: &[&str] = &["remote"];
+
+    let mut svc = ServiceDef::cluster_ip("web", &cluster_ips, PORT, TARGET);
+    // Writes the Service (or removes it) with `eps`, and waits for the sync.
+    let step = |c: &mut Cluster, svc: Option<&ServiceDef>, eps: &[EndpointDef]| {
+        match svc {
+            Some(s) => {
+                c.manifests
+                    .service(s.clone())
+                    .set_endpoints("web", eps.to_vec());
+            }
+            None => {
+                c.manifests.remove("web");
+            }
+        }
+        c.apply();
+    };
+
+    step(&mut c, Some(&svc), &both);
+    for f in 0..2 {
+        let (client, pod, node) = (&c.lab.client, &c.lab.local_pods[1], &c.lab.node);
+        verify(
+            &c,
+            "ClusterIP",
+            &[
+                check(
+                    pod,
+                    Probe::tcp(sock(cluster_ips[f], PORT)),
+                    Want::Answered(BOTH, Some(pod.ip_like(cluster_ips[f]))),
+                ),
+                check(
+                    client,
+                    Probe::tcp(sock(node.ip_like(cluster_ips[f]), NP1)),
+                    Want::Refused,
+                ),
+            ],
+        );
+    }
+
+    svc = svc.node_port(NP1);
+    step(&mut c, Some(&svc), &both);
+    for f in 0..2 {
+        let (client, node) = (&c.lab.client, &c.lab.node);
+        verify(
+            &c,
+            "NodePort",
+            &[check(
+                client,
+                Probe::tcp(sock(node.ip_like(cluster_ips[f]), NP1)),
+                Want::Answered(BOTH, None),
+            )],
+        );
+    }
+
+    svc.external_ips = ext.to_vec();
+    step(&mut c, Some(&svc), &both);
+    for f in 0..2 {
+        let client = &c.lab.client;
+        verify(
+            &c,
+            "external IP",
+            &[check(
+                client,
+                Probe::tcp(sock(ext[f], PORT)),
+                Want::Answered(BOTH, None),
+            )],
+        );
+    }
+
+    svc.kind = "LoadBalancer";
+    svc.lb_ips = vip1.to_vec();
+    svc.source_ranges = ranges.clone();
+    step(&mut c, Some(&svc), &both);
+    for f in 0..2 {
+        let (client, node) = (&c.lab.client, &c.lab.node);
+        let lan = client.ip_like(vip1[f]);
+        verify(
+            &c,
+            "LoadBalancer with source ranges",
+            &[
+                check(
+                    client,
+                    Probe::tcp(sock(vip1[f], PORT)).with_source_ip(internet[f]),
+                    Want::Answered(BOTH, None),
+                ),
+                check(
+                    client,
+                    Probe::tcp(sock(vip1[f], PORT)).with_source_ip(lan),
+                    Want::Timeout,
+                ),
+                check(
+                    client,
+                    Probe::tcp(sock(node.ip_like(vip1[f]), NP1)).with_source_ip(lan),
+                    Want::Answered(BOTH, None),
+                ),
+                check(
+                    client,
+                    Probe::tcp(sock(ext[f], PORT)).with_source_ip(lan),
+                    Want::Answered(BOTH, None),
+                ),
+            ],
+        );
+    }
+
+    svc.source_ranges = vec![];
+    step(&mut c, Some(&svc), &both);
+    for f in 0..2 {
+        let client = &c.lab.client;
+        verify(
+            &c,
+            "no source ranges",
+            &[check(
+                client,
+                Probe::tcp(sock(vip1[f], PORT)),
+                Want::Answered(BOTH, None),
+            )],
+        );
+    }
+
+    svc.external_policy = "Local";
+    step(&mut c, Some(&svc), &both);
+    for f in 0..2 {
+        let (client, node, pod) = (&c.lab.client, &c.lab.node, &c.lab.local_pods[1]);
+        let me = Some(client.ip_like(vip1[f]));
+        verify(
+            &c,
+            "eTP Local",
+            &[
+                check(
+                    client,
+                    Probe::tcp(sock(vip1[f], PORT)),
+                    Want::Answered(LOCAL, me),
+                ),
+                check(
+                    client,
+                    Probe::tcp(sock(ext[f], PORT)),
+                    Want::Answered(LOCAL, me),
+                ),
+                check(
+                    client,
+                    Probe::tcp(sock(node.ip_like(vip1[f]), NP1)),
+                    Want::Answered(LOCAL, me),
+                ),
+                check(
+                    pod,
+                    Probe::tcp(sock(vip1[f], PORT)),
+                    Want::Answered(BOTH, None),
+                ),
+            ],
+        );
+    }
+
+    svc.ports[0].node_port = NP2;
+    step(&mut c, Some(&svc), &both);
+    for f in 0..2 {
+        let (client, node) = (&c.lab.client, &c.lab.node);
+        let me = Some(client.ip_like(vip1[f]));
+        verify(
+            &c,
+            "NodePort changed",
+            &[
+                check(
+                    client,
+                    Probe::tcp(sock(node.ip_like(vip1[f]), NP2)),
+                    Want::Answered(LOCAL, me),
+                ),
+                check(
+                    client,
+                    Probe::tcp(sock(node.ip_like(vip1[f]), NP1)),
+                    Want::Refused,
+                ),
+            ],
+        );
+    }
+
+    step(&mut c, Some(&svc), &[]);
+    for f in 0..2 {
+        let (client, node, pod) = (&c.lab.client, &c.lab.node, &c.lab.local_pods[1]);
+        verify(
+            &c,
+            "no endpoints",
+            &[
+                check(pod, Probe::tcp(sock(cluster_ips[f], PORT)), Want::Refused),
+                check(client, Probe::tcp(sock(vip1[f], PORT)), Want::Refused),
+                check(client, Probe::tcp(sock(ext[f], PORT)), Want::Refused),
+                check(
+                    client,
+                    Probe::tcp(sock(node.ip_like(vip1[f]), NP2)),
+                    Want::Refused,
+                ),
+            ],
+        );
+    }
+
+    step(&mut c, Some(&svc), &only_remote);
+    for f in 0..2 {
+        let (client, node, pod) = (&c.lab.client, &c.lab.node, &c.lab.local_pods[1]);
+        verify(
+            &c,
+            "remote endpoint only",
+            &[
+                check(
+                    pod,
+                    Probe::tcp(sock(cluster_ips[f], PORT)),
+                    Want::Answered(REMOTE, None),
+                ),
+                check(
+                    pod,
+                    Probe::tcp(sock(vip1[f], PORT)),
+                    Want::Answered(REMOTE, None),
+                ),
+                check(client, Probe::tcp(sock(vip1[f], PORT)), Want::Timeout),
+                check(client, Probe::tcp(sock(ext[f], PORT)), Want::Timeout),
+                check(
+                    client,
+                    Probe::tcp(sock(node.ip_like(vip1[f]), NP2)),
+                    Want::Timeout,
+                ),
+            ],
+        );
+    }
+
+    svc.external_policy = "Cluster";
+    svc.lb_ips = vip2.to_vec();
+    step(&mut c, Some(&svc), &only_remote);
+    for f in 0..2 {
+        let (client, node) = (&c.lab.client, &c.lab.node);
+        verify(
+            &c,
+            "eTP Cluster, new VIP",
+            &[
+                check(
+                    client,
+                    Probe::tcp(sock(vip2[f], PORT)),
+                    Want::Answered(REMOTE, None),
+                ),
+                check(
+                    client,
+                    Probe::tcp(sock(node.ip_like(vip1[f]), NP2)),
+                    Want::Answered(REMOTE, None),
+                ),
+                check(client, Probe::tcp(sock(vip1[f], PORT)), Want::Timeout),
+            ],
+        );
+    }
+
+    step(&mut c, None, &[]);
+    for f in 0..2 {
+        let (client, node, pod) = (&c.lab.client, &c.lab.node, &c.lab.local_pods[1]);
+        verify(
+            &c,
+            "deleted",
+            &[
+                check(pod, Probe::tcp(sock(cluster_ips[f], PORT)), Want::Timeout),
+                check(client, Probe::tcp(sock(vip2[f], PORT)), Want::Timeout),
+                check(client, Probe::tcp(sock(ext[f], PORT)), Want::Timeout),
+                check(
+                    client,
+                    Probe::tcp(sock(node.ip_like(vip1[f]), NP2)),
+                    Want::Refused,
+                ),
+            ],
+        );
+    }
+    no_failed_syncs(&c);
+}
+
+#[test]
+#[ignore = "bug: a source revision whose changes were all synced before its Revision event reached the engine (a one-object change; or a Service deletion, whose slice deletions change nothing) is never reported: Event::Revision sets the label without a sync, so Cluster::apply waits 30 s and fails"]
+fn service_changes_nft() {
+    service_changes("nft");
+}
+
+#[test]
+#[ignore = "bug: a source revision whose changes were all synced before its Revision event reached the engine (a one-object change; or a Service deletion, whose slice deletions change nothing) is never reported: Event::Revision sets the label without a sync, so Cluster::apply waits 30 s and fails"]
+fn service_changes_legacy() {
+    service_changes("legacy");
+}
+
+/// The daemon reports every source revision it has applied: twenty changes of one object each
+/// (a Service's port), each awaited for at most 5 s. Isolates the bug that breaks
+/// `service_changes`: a one-object change is often synced before its `Revision` event
+/// reaches the engine, under the previous revision's label, and its own revision is then
+/// never logged.
+fn single_object_changes_are_reported(backend_kind: &'static str) {
+    let mut c = start(backend_kind, 1, 0);
+    let mut svc = ServiceDef::cluster_ip("one", &[svc_v4(99), svc_v6(99)], PORT, TARGET);
+    for i in 0..20 {
+        svc.ports[0].port = 1000 + i;
+        c.manifests.service(svc.clone());
+        c.apply_within(Duration::from_secs(5));
+    }
+    // No endpoints: the last port is rejected.
+    for vip in [svc_v4(99), svc_v6(99)] {
+        expect(
+            &c,
+            &c.lab.local_pods[0],
+            Probe::tcp(sock(vip, 1019)).with_timeout(SHORT),
+            &ProbeResult::Refused,
+        );
+    }
+}
+
+#[test]
+#[ignore = "bug: a source revision whose changes were all synced before its Revision event reached the engine (a one-object change; or a Service deletion, whose slice deletions change nothing) is never reported: Event::Revision sets the label without a sync, so Cluster::apply waits 30 s and fails"]
+fn single_object_changes_are_reported_nft() {
+    single_object_changes_are_reported("nft");
+}
+
+#[test]
+#[ignore = "bug: a source revision whose changes were all synced before its Revision event reached the engine (a one-object change; or a Service deletion, whose slice deletions change nothing) is never reported: Event::Revision sets the label without a sync, so Cluster::apply waits 30 s and fails"]
+fn single_object_changes_are_reported_legacy() {
+    single_object_changes_are_reported("legacy");
 }

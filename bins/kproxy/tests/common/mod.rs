@@ -594,3 +594,12 @@ pub fn http_get(ns: &Netns, target: SocketAddr, path: &str) -> Result<HttpRespon
         body: body.to_owned(),
     })
 }
+
+impl Cluster {
+    /// Like [`Cluster::apply`], waiting at most `timeout` for the sync.
+    pub fn apply_within(&mut self, timeout: Duration) {
+        self.write();
+        self.revision += 1;
+        self.wait_synced(self.revision, timeout);
+    }
+}
