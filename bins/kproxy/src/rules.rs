@@ -33,6 +33,13 @@ pub struct RulesArgs {
     #[arg(long, value_name = "FAMILY")]
     pub ip_family: Option<Family>,
 
+    /// Print only what upstream kube-proxy feeds to `iptables-restore` (its jumps from the
+    /// built-in chains and its canaries are made by separate commands), to diff against
+    /// kube-proxy. By default the output is kproxy's whole first restore on a fresh node,
+    /// which creates those in the same transaction.
+    #[arg(long)]
+    pub upstream_restore_input: bool,
+
     #[command(flatten)]
     pub flags: ProxyFlags,
 }
@@ -90,7 +97,15 @@ pub fn run(args: &RulesArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result
     let host = HostFacts::detect();
     let dual = families.len() > 1;
     for family in families {
-        let text = compile(&cfg, family, &node, &host, &interface_addresses, &manifests)?;
+        let text = compile(
+            &cfg,
+            family,
+            &node,
+            &host,
+            &interface_addresses,
+            &manifests,
+            !args.upstream_restore_input,
+        )?;
         if dual {
             writeln!(
                 out,
@@ -136,6 +151,7 @@ fn compile(
     host: &HostFacts,
     interface_addresses: &[IpAddr],
     manifests: &kproxy_k8s::manifests::Manifests,
+    with_jumps: bool,
 ) -> Result<String> {
     let mut tracker = ChangeTracker::new(family, &node.name);
     for s in &manifests.services {
@@ -145,15 +161,26 @@ fn compile(
         tracker.update_endpoint_slice(s.clone());
     }
     let changes = tracker.commit();
-    let mut compiler = Compiler::new(setup::iptables_config(cfg, family, node, host)?);
+    let config = setup::iptables_config(cfg, family, node, host)?;
+    // On a fresh node every jump and canary is missing.
+    let extra = if with_jumps {
+        kproxy_iptables::proxier::missing_jumps(
+            config.localhost_nodeports_effective(),
+            &kproxy_iptables::save::Ruleset::default(),
+        )
+    } else {
+        Vec::new()
+    };
+    let mut compiler = Compiler::new(config);
     compiler.set_interface_addresses(interface_addresses.to_vec());
-    let compiled = compiler.compile(
+    let compiled = compiler.compile_with_extra(
         tracker.state(),
         SyncRequest {
             kind: SyncKind::Full,
             changed: &changes,
             existing_nat_chains: None,
         },
+        &extra,
     );
     Ok(compiled.restore.to_string())
 }

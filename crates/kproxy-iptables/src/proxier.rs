@@ -305,7 +305,10 @@ impl Proxier {
                     },
                 )
             })?;
-            extra = self.missing_jumps(&saved);
+            extra = missing_jumps(
+                self.compiler.config().localhost_nodeports_effective(),
+                &saved,
+            );
             self.compiler.record_stale_chain_cleanup(now);
             Some(
                 saved
@@ -401,52 +404,6 @@ impl Proxier {
         result
     }
 
-    /// The restore lines that create what `saved` lacks: the canary chains, the shared
-    /// `KUBE-FIREWALL` chain, and the jump rules from the built-in chains (spec §1.2: each
-    /// missing one inserted at the top, in table order).
-    fn missing_jumps(&self, saved: &save::Ruleset) -> Vec<ExtraLine> {
-        let mut extra = Vec::new();
-        for table in ["mangle", "nat", "filter"] {
-            extra.push(ExtraLine {
-                table,
-                line: format!(":{CANARY} - [0:0]"),
-            });
-        }
-        let has_chain = |table: &str, chain: &str| {
-            saved
-                .table(table)
-                .is_some_and(|t| t.chain_names().any(|c| c == chain))
-        };
-        if !has_chain("filter", "KUBE-FIREWALL")
-            && !self.compiler.config().localhost_nodeports_effective()
-        {
-            extra.push(ExtraLine {
-                table: "filter",
-                line: ":KUBE-FIREWALL - [0:0]".into(),
-            });
-        }
-        for (table, from, args_extra, comment, to) in JUMPS {
-            let args: Vec<String> = jump_args(args_extra, comment, to)
-                .into_iter()
-                .map(str::to_owned)
-                .collect();
-            let present = saved
-                .table(table)
-                .is_some_and(|t| t.rules_of(from).iter().any(|r| r.args == args));
-            if !present {
-                let rule = save::Rule {
-                    chain: (*from).to_owned(),
-                    args,
-                };
-                // "-A CHAIN …" → "-I CHAIN 1 …"
-                let text = rule.to_string();
-                let line = format!("-I {from} 1{}", &text[3 + from.len()..]);
-                extra.push(ExtraLine { table, line });
-            }
-        }
-        extra
-    }
-
     /// Whether someone flushed or deleted our rules since the last sync (a firewall
     /// reload, `iptables -F`): upstream watches the mangle canary chain; kproxy also checks
     /// that the nat and filter entry points still jump to its chains, which catches
@@ -511,6 +468,52 @@ impl Proxier {
         let stats = kproxy_conntrack::clean_stale_flows(ct, family, &filter)?;
         Ok(stats.deleted)
     }
+}
+
+/// The restore lines a full sync adds to create what the kernel's tables (`saved`, from
+/// `iptables-save`) lack: the canary chains, the shared `KUBE-FIREWALL` chain (unless the
+/// compiler declares it, with localhost NodePorts in effect), and the jump rules from the
+/// built-in chains (spec §1.2: each missing one inserted at the top, in table order). On a
+/// fresh node (`saved` empty) that is all of them.
+pub fn missing_jumps(localhost_nodeports_effective: bool, saved: &save::Ruleset) -> Vec<ExtraLine> {
+    let mut extra = Vec::new();
+    for table in ["mangle", "nat", "filter"] {
+        extra.push(ExtraLine {
+            table,
+            line: format!(":{CANARY} - [0:0]"),
+        });
+    }
+    let has_chain = |table: &str, chain: &str| {
+        saved
+            .table(table)
+            .is_some_and(|t| t.chain_names().any(|c| c == chain))
+    };
+    if !has_chain("filter", "KUBE-FIREWALL") && !localhost_nodeports_effective {
+        extra.push(ExtraLine {
+            table: "filter",
+            line: ":KUBE-FIREWALL - [0:0]".into(),
+        });
+    }
+    for (table, from, args_extra, comment, to) in JUMPS {
+        let args: Vec<String> = jump_args(args_extra, comment, to)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let present = saved
+            .table(table)
+            .is_some_and(|t| t.rules_of(from).iter().any(|r| r.args == args));
+        if !present {
+            let rule = save::Rule {
+                chain: (*from).to_owned(),
+                args,
+            };
+            // "-A CHAIN …" → "-I CHAIN 1 …"
+            let text = rule.to_string();
+            let line = format!("-I {from} 1{}", &text[3 + from.len()..]);
+            extra.push(ExtraLine { table, line });
+        }
+    }
+    extra
 }
 
 /// Removes everything kproxy (or kube-proxy's iptables mode) created in one family, and
