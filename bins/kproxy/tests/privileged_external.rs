@@ -672,8 +672,21 @@ fn assert_peers(c: &Cluster, what: &str, results: &[ProbeResult], want: impl Fn(
 /// external → ClusterIP; the pod itself after pod → ClusterIP; the node after a hairpin
 /// (an endpoint reaching itself through its Service; reaching the other endpoint it is
 /// not masqueraded); the client itself after external → NodePort with eTP Local.
-fn masquerading(backend_kind: &'static str) {
-    let mut c = start(backend_kind, 2, 1);
+///
+/// `args` are extra daemon flags: another local-traffic detector (the same results, the
+/// pods being detected by their interfaces or the Node's pod CIDR), or `--masquerade-all`
+/// (then pod → ClusterIP is masqueraded too, but nothing else changes).
+fn masquerading(backend_kind: &'static str, args: &[&str]) {
+    let masquerade_all = args.contains(&"--masquerade-all");
+    let mut c = Cluster::start(Options {
+        backend: backend_kind,
+        args: args.iter().map(|a| a.to_string()).collect(),
+        lab: LabConfig {
+            local_pods: 2,
+            remote_pods: 1,
+            ..LabConfig::default()
+        },
+    });
     let (ep, remote) = (&c.lab.local_pods[0], &c.lab.remote_pods[0]);
     let _b0 = backend(ep, "local", TARGET);
     let _b1 = backend(remote, "remote", TARGET);
@@ -689,7 +702,25 @@ fn masquerading(backend_kind: &'static str) {
         )
         .set_endpoints("etp-cluster", eps.clone())
         .service(local_policy)
-        .set_endpoints("etp-local", eps);
+        .set_endpoints("etp-local", eps)
+        .service(ServiceDef::cluster_ip(
+            "local-only",
+            &[svc_v4(52), svc_v6(52)],
+            PORT,
+            TARGET,
+        ))
+        .set_endpoints("local-only", endpoints(&[ep]));
+    // The external client also holds an address in the cluster CIDR but outside the node's
+    // pod CIDR, behind no pod interface: only the ClusterCIDR detector takes it for a pod.
+    let odd = [v4("10.0.9.9"), v4("fd00:10:9::9")];
+    c.lab
+        .client
+        .ip_batch(&[
+            format!("addr add {}/32 dev lo", odd[0]),
+            format!("addr add {}/128 dev lo nodad", odd[1]),
+        ])
+        .expect("client addresses");
+    let cluster_cidr_detector = !args.iter().any(|a| a.starts_with("--detect-local-mode"));
     c.apply();
     let (ep, other) = (&c.lab.local_pods[0], &c.lab.local_pods[1]);
 
@@ -704,6 +735,30 @@ fn masquerading(backend_kind: &'static str) {
     for (vip, vip_local) in [(svc_v4(50), svc_v4(51)), (svc_v6(50), svc_v6(51))] {
         let node_ip = c.lab.node.ip_like(vip);
         let client_ip = client.ip_like(vip);
+
+        // From the client's address in the cluster CIDR to a ClusterIP with a local
+        // endpoint (a remote one would answer it directly, bypassing the node): masqueraded
+        // unless the detector is ClusterCIDR.
+        let src = if vip.is_ipv4() { odd[0] } else { odd[1] };
+        let local_only = if vip.is_ipv4() {
+            svc_v4(52)
+        } else {
+            svc_v6(52)
+        };
+        let r = answered_by_all(
+            &c,
+            client,
+            &Probe::tcp(sock(local_only, PORT)).with_source_ip(src),
+            10,
+            &["local"],
+        );
+        assert_peers(&c, "client (cluster CIDR source) → ClusterIP", &r, |n| {
+            if cluster_cidr_detector && !masquerade_all {
+                src
+            } else {
+                masqueraded_as(&c, host_of(n), vip)
+            }
+        });
 
         // External → NodePort, eTP Cluster: masqueraded.
         let r = answered_by_all(
@@ -737,7 +792,13 @@ fn masquerading(backend_kind: &'static str) {
             40,
             &["local", "remote"],
         );
-        assert_peers(&c, "pod → ClusterIP", &r, |_| other.ip_like(vip));
+        assert_peers(&c, "pod → ClusterIP", &r, |n| {
+            if masquerade_all {
+                masqueraded_as(&c, host_of(n), vip)
+            } else {
+                other.ip_like(vip)
+            }
+        });
 
         // The endpoint through its own Service: masqueraded when it lands on itself
         // (hairpin), not when it lands on the other endpoint.
@@ -749,8 +810,8 @@ fn masquerading(backend_kind: &'static str) {
             &["local", "remote"],
         );
         assert_peers(&c, "endpoint → its own ClusterIP", &r, |n| {
-            if n == "local" {
-                masqueraded_as(&c, PodHost::Node, vip)
+            if n == "local" || masquerade_all {
+                masqueraded_as(&c, host_of(n), vip)
             } else {
                 ep.ip_like(vip)
             }
@@ -765,6 +826,18 @@ fn masquerading(backend_kind: &'static str) {
             &["local"],
         );
         assert_peers(&c, "client → NodePort (eTP Local)", &r, |_| client_ip);
+        // A pod to that NodePort is short-circuited to every endpoint, not masqueraded
+        // (not even with --masquerade-all, which is about ClusterIPs).
+        let r = answered_by_all(
+            &c,
+            other,
+            &Probe::tcp(sock(node_ip, 30084)),
+            40,
+            &["local", "remote"],
+        );
+        assert_peers(&c, "pod → NodePort (eTP Local)", &r, |_| {
+            other.ip_like(vip)
+        });
         // … and the ClusterIP of that Service still masquerades the client (eTP is for
         // external destinations only).
         let r = answered_by_all(
@@ -783,12 +856,48 @@ fn masquerading(backend_kind: &'static str) {
 
 #[test]
 fn masquerading_nft() {
-    masquerading("nft");
+    masquerading("nft", &[]);
 }
 
 #[test]
 fn masquerading_legacy() {
-    masquerading("legacy");
+    masquerading("legacy", &[]);
+}
+
+const BY_INTERFACE: &[&str] = &[
+    "--detect-local-mode=InterfaceNamePrefix",
+    "--pod-interface-name-prefix=vpod",
+];
+const BY_NODE_CIDR: &[&str] = &["--detect-local-mode=NodeCIDR"];
+
+#[test]
+fn masquerading_interface_prefix_nft() {
+    masquerading("nft", BY_INTERFACE);
+}
+
+#[test]
+fn masquerading_interface_prefix_legacy() {
+    masquerading("legacy", BY_INTERFACE);
+}
+
+#[test]
+fn masquerading_node_cidr_nft() {
+    masquerading("nft", BY_NODE_CIDR);
+}
+
+#[test]
+fn masquerading_node_cidr_legacy() {
+    masquerading("legacy", BY_NODE_CIDR);
+}
+
+#[test]
+fn masquerade_all_nft() {
+    masquerading("nft", &["--masquerade-all"]);
+}
+
+#[test]
+fn masquerade_all_legacy() {
+    masquerading("legacy", &["--masquerade-all"]);
 }
 
 // ---------------------------------------------------------------------------------------
