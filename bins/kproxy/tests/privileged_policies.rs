@@ -519,6 +519,7 @@ const EXTRA_CLIENTS: u8 = 12;
 /// would happen with probability 3 · 3⁻¹³). The same Service without affinity spreads one
 /// client over all three. When the pod's backend leaves, its clients stick to another one,
 /// and every other client keeps its backend across the sync (the `recent` lists survive).
+/// With eTP Local behind a NodePort, each external source sticks to a local endpoint.
 fn client_ip_affinity(backend_kind: &'static str) {
     let mut c = start(backend_kind, 3, 1);
     let pods = [
@@ -543,7 +544,16 @@ fn client_ip_affinity(backend_kind: &'static str) {
             PORT,
             TARGET,
         ))
-        .set_endpoints("loose", eps);
+        .set_endpoints("loose", eps.clone());
+    // The same with eTP Local behind a NodePort: affinity among the local endpoints.
+    let mut sticky_local =
+        ServiceDef::cluster_ip("sticky-local", &[svc_v4(72), svc_v6(72)], PORT, TARGET)
+            .node_port(30096);
+    sticky_local.affinity_timeout = Some(600);
+    sticky_local.external_policy = "Local";
+    c.manifests
+        .service(sticky_local)
+        .set_endpoints("sticky-local", eps);
     let cfg = c.lab.config().clone();
     // Host `i` of the client's internet networks, of `family_of`'s family.
     let extra = |i: u8, family_of: IpAddr| -> IpAddr {
@@ -620,6 +630,32 @@ fn client_ip_affinity(backend_kind: &'static str) {
             60,
             &all,
         );
+    }
+
+    // eTP Local with affinity: each external source sticks to one local endpoint, and the
+    // endpoint sees it.
+    for family_of in [svc_v4(0), svc_v6(0)] {
+        let node_ip = c.lab.node.ip_like(family_of);
+        for i in 1..=EXTRA_CLIENTS {
+            let src = extra(i, family_of);
+            let probe = Probe::tcp(sock(node_ip, 30096)).with_source_ip(src);
+            let results: Vec<ProbeResult> = c
+                .lab
+                .client
+                .enter(move || (0..10).map(|_| probe.run_here()).collect())
+                .expect("enter namespace");
+            let hist = histogram(&results);
+            let peers_ok = results
+                .iter()
+                .all(|r| r.seen_peer().map(|p| p.ip()) == Some(src));
+            assert!(
+                hist.len() == 1 && ["b0", "b1"].iter().any(|b| hist.contains_key(*b)) && peers_ok,
+                "{backend_kind} client from {src} → {node_ip}:30096 (eTP Local, ClientIP): \
+                 want one local backend seeing the client, got {hist:?}; e.g. {}\n{}",
+                results[0],
+                rules(&c)
+            );
+        }
     }
 
     // Remove the endpoint the pod landed on (IPv4): its clients move to one other backend
