@@ -115,7 +115,14 @@ impl Engine {
                                 synced = true;
                                 pending = true;
                             }
-                            Event::Revision(n) => revision = n,
+                            // A sync may have run between a revision's object events and
+                            // this marker: make sure one runs, and is logged, with it.
+                            Event::Revision(n) => {
+                                if n != revision {
+                                    revision = n;
+                                    pending = true;
+                                }
+                            }
                             Event::Node(n) => {
                                 if self.apply_node(&n, node.as_ref()) {
                                     pending = true;

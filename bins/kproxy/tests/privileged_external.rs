@@ -1291,13 +1291,11 @@ fn service_changes(backend_kind: &'static str) {
 }
 
 #[test]
-#[ignore = "bug: a source revision whose changes were all synced before its Revision event reached the engine (a one-object change; or a Service deletion, whose slice deletions change nothing) is never reported: Event::Revision sets the label without a sync, so Cluster::apply waits 30 s and fails"]
 fn service_changes_nft() {
     service_changes("nft");
 }
 
 #[test]
-#[ignore = "bug: a source revision whose changes were all synced before its Revision event reached the engine (a one-object change; or a Service deletion, whose slice deletions change nothing) is never reported: Event::Revision sets the label without a sync, so Cluster::apply waits 30 s and fails"]
 fn service_changes_legacy() {
     service_changes("legacy");
 }
@@ -1327,13 +1325,11 @@ fn single_object_changes_are_reported(backend_kind: &'static str) {
 }
 
 #[test]
-#[ignore = "bug: a source revision whose changes were all synced before its Revision event reached the engine (a one-object change; or a Service deletion, whose slice deletions change nothing) is never reported: Event::Revision sets the label without a sync, so Cluster::apply waits 30 s and fails"]
 fn single_object_changes_are_reported_nft() {
     single_object_changes_are_reported("nft");
 }
 
 #[test]
-#[ignore = "bug: a source revision whose changes were all synced before its Revision event reached the engine (a one-object change; or a Service deletion, whose slice deletions change nothing) is never reported: Event::Revision sets the label without a sync, so Cluster::apply waits 30 s and fails"]
 fn single_object_changes_are_reported_legacy() {
     single_object_changes_are_reported("legacy");
 }

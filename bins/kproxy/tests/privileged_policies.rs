@@ -399,13 +399,11 @@ fn health_check_closes_with_its_service(backend_kind: &'static str) {
 }
 
 #[test]
-#[ignore = "bug: a source revision whose changes were all synced before its Revision event reached the engine (a one-object change; or a Service deletion, whose slice deletions change nothing) is never reported: Event::Revision sets the label without a sync, so Cluster::apply waits 30 s and fails"]
 fn health_check_closes_with_its_service_nft() {
     health_check_closes_with_its_service("nft");
 }
 
 #[test]
-#[ignore = "bug: a source revision whose changes were all synced before its Revision event reached the engine (a one-object change; or a Service deletion, whose slice deletions change nothing) is never reported: Event::Revision sets the label without a sync, so Cluster::apply waits 30 s and fails"]
 fn health_check_closes_with_its_service_legacy() {
     health_check_closes_with_its_service("legacy");
 }
