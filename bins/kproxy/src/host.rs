@@ -66,6 +66,69 @@ pub fn conntrack_tcp_be_liberal() -> bool {
         .unwrap_or(false)
 }
 
+/// A sysctl under `/proc/sys` (per network namespace for `net.*`), set only when it
+/// differs, as upstream's `sysctl` helper does. Returns whether it was written.
+pub fn set_sysctl(key: &str, value: &str) -> std::io::Result<bool> {
+    let path = std::path::Path::new("/proc/sys").join(key.replace('.', "/"));
+    if std::fs::read_to_string(&path).is_ok_and(|cur| cur.trim() == value) {
+        return Ok(false);
+    }
+    std::fs::write(&path, value)?;
+    Ok(true)
+}
+
+/// kube-proxy's start-up conntrack settings (`conntrack.*` of the configuration):
+/// `nf_conntrack_max` from `maxPerCore` × CPUs (at least `min`), the TCP established and
+/// close-wait timeouts, `tcpBeLiberal`, the UDP timeouts. Failures are returned per key (a
+/// read-only `/proc/sys`, or `nf_conntrack_max` outside the host's network namespace, is
+/// not fatal, as upstream). kproxy never writes the module-wide `hashsize`.
+pub fn apply_conntrack_settings(
+    cfg: &kproxy_config::KubeProxyConntrackConfiguration,
+) -> Vec<(String, std::io::Error)> {
+    let mut settings: Vec<(&str, String)> = Vec::new();
+    if let Some(per_core) = cfg.max_per_core.filter(|v| *v > 0) {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+        let max = (i64::from(per_core) * cpus).max(i64::from(cfg.min.unwrap_or(0)));
+        settings.push(("net.netfilter.nf_conntrack_max", max.to_string()));
+    }
+    if let Some(t) = cfg.tcp_established_timeout.filter(|t| !t.is_zero()) {
+        settings.push((
+            "net.netfilter.nf_conntrack_tcp_timeout_established",
+            t.as_secs().to_string(),
+        ));
+    }
+    if let Some(t) = cfg.tcp_close_wait_timeout.filter(|t| !t.is_zero()) {
+        settings.push((
+            "net.netfilter.nf_conntrack_tcp_timeout_close_wait",
+            t.as_secs().to_string(),
+        ));
+    }
+    if cfg.tcp_be_liberal {
+        settings.push(("net.netfilter.nf_conntrack_tcp_be_liberal", "1".into()));
+    }
+    if !cfg.udp_timeout.is_zero() {
+        settings.push((
+            "net.netfilter.nf_conntrack_udp_timeout",
+            cfg.udp_timeout.as_secs().to_string(),
+        ));
+    }
+    if !cfg.udp_stream_timeout.is_zero() {
+        settings.push((
+            "net.netfilter.nf_conntrack_udp_timeout_stream",
+            cfg.udp_stream_timeout.as_secs().to_string(),
+        ));
+    }
+    settings
+        .into_iter()
+        .filter_map(|(k, v)| set_sysctl(k, &v).err().map(|e| (k.to_owned(), e)))
+        .collect()
+}
+
+/// `oomScoreAdj`: this process's OOM score adjustment (kube-proxy: -999).
+pub fn set_oom_score_adj(value: i32) -> std::io::Result<()> {
+    std::fs::write("/proc/self/oom_score_adj", value.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,6 +70,20 @@ pub fn run(args: RunArgs) -> Result<()> {
             cfg.effective_mode().as_str()
         );
     }
+    // Start-up settings kube-proxy makes (its --init-only steps).
+    for (key, err) in crate::host::apply_conntrack_settings(&cfg.conntrack) {
+        warn!(%key, error = %err, "cannot set conntrack sysctl");
+    }
+    if let Some(Err(e)) = cfg.oom_score_adj.map(crate::host::set_oom_score_adj) {
+        warn!(error = %e, "cannot set oom_score_adj");
+    }
+    if args.flags.init_only == Some(true) {
+        if cfg.iptables.localhost_node_ports.unwrap_or(true) {
+            crate::host::set_sysctl("net.ipv4.conf.all.route_localnet", "1")?;
+        }
+        info!("initialization done (--init-only)");
+        return Ok(());
+    }
     let Some(source) = args.source.clone() else {
         bail!("no source: give --source PATH (the Kubernetes API source is not built yet)");
     };
