@@ -603,3 +603,343 @@ impl Cluster {
         self.wait_synced(self.revision, timeout);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Sync machinery tests: a lab without a daemon yet, a daemon with other flags, writes that
+// do not wait for a sync, restores, rulesets compared the way the kernel sees them.
+// ---------------------------------------------------------------------------------------
+
+/// The node name of a pod's host, as endpoints carry it.
+pub fn pod_node(p: &Pod) -> &'static str {
+    match p.host {
+        PodHost::Node => "node",
+        PodHost::Node2 => "node2",
+    }
+}
+
+/// Ready endpoints for `pods`, both families each.
+pub fn pod_endpoints(pods: &[&Pod]) -> Vec<EndpointDef> {
+    pods.iter()
+        .flat_map(|p| {
+            [
+                EndpointDef::ready(p.v4, pod_node(p)),
+                EndpointDef::ready(p.v6, pod_node(p)),
+            ]
+        })
+        .collect()
+}
+
+impl Cluster {
+    /// Like [`Cluster::start`], but the daemon is not started: start it with
+    /// [`Cluster::start_daemon`] (or [`Cluster::start_daemon_with_args`]) once the node is
+    /// set up. The Node manifest is written.
+    pub fn prepare(opts: Options) -> Cluster {
+        assert!(require_root(), "privileged test: run as root (CI does)");
+        let lab = Lab::with_config(opts.lab.clone()).expect("lab");
+        let cfg = lab.config().clone();
+        let node_yaml = format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: node\n  labels:\n    topology.kubernetes.io/zone: zone-a\nspec:\n  podCIDRs: [\"{}\", \"{}\"]\nstatus:\n  addresses:\n  - {{type: InternalIP, address: \"{}\"}}\n  - {{type: InternalIP, address: \"{}\"}}\n",
+            cfg.node_pods_v4, cfg.node_pods_v6, lab.node.v4, lab.node.v6
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = Cluster {
+            lab,
+            manifests: Manifests {
+                node_yaml,
+                ..Manifests::default()
+            },
+            dir,
+            daemon: None,
+            revision: 0,
+            opts,
+        };
+        c.write();
+        c
+    }
+
+    /// The directory the daemon reads its manifests from.
+    pub fn source_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Writes the manifests without waiting for anything (no daemon needs to run): for a
+    /// node set up before the daemon starts. A running daemon's revisions are not tracked:
+    /// use [`Cluster::apply`] or [`Cluster::write_seen`] then.
+    pub fn write_manifests(&self) {
+        self.write();
+    }
+
+    /// Starts the daemon with exactly `args` (see [`Cluster::daemon_args`] for the usual
+    /// ones) and waits for its first sync of both families.
+    pub fn start_daemon_with_args(&mut self, args: Vec<String>) {
+        assert!(self.daemon.is_none());
+        let mut child = self
+            .lab
+            .node
+            .command(env!("CARGO_BIN_EXE_kproxy"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kproxy");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let raw = Arc::new(Mutex::new(String::new()));
+        {
+            let log = log.clone();
+            let raw = raw.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    raw.lock().unwrap().push_str(&line);
+                    raw.lock().unwrap().push('\n');
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                        log.lock().unwrap().push(v);
+                    }
+                }
+            });
+        }
+        self.daemon = Some(Daemon { child, log, raw });
+        self.revision = 0;
+        self.wait_synced(0, Duration::from_secs(30));
+    }
+
+    /// [`Cluster::daemon_args`] with each flag of `overrides` (`--name=value`) replacing the
+    /// harness's own value of that flag, or added.
+    pub fn daemon_args_with(&self, overrides: &[&str]) -> Vec<String> {
+        let name = |a: &str| a.split('=').next().unwrap_or(a).to_owned();
+        let mut args: Vec<String> = self
+            .daemon_args()
+            .into_iter()
+            .filter(|a| !overrides.iter().any(|o| name(o) == name(a)))
+            .collect();
+        args.extend(overrides.iter().map(|s| s.to_string()));
+        args
+    }
+
+    /// Writes the manifests and waits (up to `timeout`) until the daemon's file source has
+    /// read them as a new revision ("manifests changed" logged), but not for a sync: for
+    /// bursts of changes, each seen separately. Returns the revision.
+    pub fn write_seen(&mut self, timeout: Duration) -> u64 {
+        let before = self.records("manifests changed").len();
+        self.write();
+        self.revision += 1;
+        let deadline = Instant::now() + timeout;
+        while self.records("manifests changed").len() == before {
+            assert!(
+                Instant::now() < deadline,
+                "the file source did not see revision {} in {timeout:?}; log:\n{}",
+                self.revision,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.revision
+    }
+
+    /// The source revision last written through [`Cluster::apply`] or
+    /// [`Cluster::write_seen`].
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Feeds `input` to `iptables-restore --noflush` (or `ip6tables-restore`) in the node.
+    pub fn restore(&self, v6: bool, input: &str) {
+        let tool = format!(
+            "{}-{}-restore",
+            if v6 { "ip6tables" } else { "iptables" },
+            self.opts.backend
+        );
+        let out = self
+            .lab
+            .node
+            .run_with_input(&[&tool, "--noflush"], input.as_bytes())
+            .expect("run iptables-restore");
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}\ninput:\n{input}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The daemon's "synced" records as (family, kind, revision), in order.
+    pub fn syncs(&self) -> Vec<(String, String, u64)> {
+        self.records("synced")
+            .iter()
+            .map(|r| {
+                let f = &r["fields"];
+                (
+                    f["family"].as_str().unwrap_or_default().to_owned(),
+                    f["kind"].as_str().unwrap_or_default().to_owned(),
+                    f["revision"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// Failed syncs, but for waits on the host-wide xtables lock (other tests hold it).
+    pub fn failed_syncs(&self) -> Vec<serde_json::Value> {
+        self.records("sync failed; the next sync will be full")
+            .into_iter()
+            .filter(|r| {
+                !r["fields"]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("xtables lock"))
+            })
+            .collect()
+    }
+
+    /// Asserts that every sync but each family's first was a delta sync: the O(change) path.
+    /// A sync that failed on the xtables lock (held by other tests) forces one full sync per
+    /// family; those are allowed.
+    pub fn assert_delta_syncs(&self) {
+        let syncs = self.syncs();
+        let lock_failures = self
+            .records("sync failed; the next sync will be full")
+            .len()
+            - self.failed_syncs().len();
+        assert!(
+            self.failed_syncs().is_empty(),
+            "{}: failed syncs: {:?}",
+            self.backend(),
+            self.failed_syncs()
+        );
+        let mut not_delta = Vec::new();
+        for fam in ["IPv4", "IPv6"] {
+            let kinds: Vec<&(String, String, u64)> = syncs.iter().filter(|s| s.0 == fam).collect();
+            assert!(!kinds.is_empty(), "no {fam} sync logged");
+            assert_eq!(kinds[0].1, "Full", "{fam}: first sync: {kinds:?}");
+            not_delta.extend(kinds[1..].iter().filter(|s| s.1 != "Delta").cloned());
+        }
+        assert!(
+            not_delta.len() <= lock_failures,
+            "{}: syncs after the first that were not delta syncs: {not_delta:?} \
+             (lock failures: {lock_failures}); all syncs: {syncs:?}",
+            self.backend()
+        );
+    }
+}
+
+/// One table of an `iptables-save` (as [`Cluster::save`] gives it): chain → policy
+/// (`-` for a user chain) and rules in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SavedTable {
+    /// Chain name → policy.
+    pub chains: BTreeMap<String, String>,
+    /// Chain name → its rules (the `-A CHAIN` prefix removed), in order.
+    pub rules: BTreeMap<String, Vec<String>>,
+}
+
+impl SavedTable {
+    /// Parses one table of `iptables-save` output (lines of other tables are ignored).
+    pub fn parse(text: &str) -> SavedTable {
+        let mut t = SavedTable::default();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix(':') {
+                let mut words = rest.split_whitespace();
+                let name = words.next().unwrap_or_default().to_owned();
+                let policy = words.next().unwrap_or("-").to_owned();
+                t.rules.entry(name.clone()).or_default();
+                t.chains.insert(name, policy);
+            } else if let Some(rest) = line.strip_prefix("-A ") {
+                let (chain, rule) = rest.split_once(' ').unwrap_or((rest, ""));
+                t.rules
+                    .entry(chain.to_owned())
+                    .or_default()
+                    .push(rule.to_owned());
+            }
+        }
+        t
+    }
+
+    /// The rules of `chain` (empty if none or no such chain).
+    pub fn chain(&self, chain: &str) -> &[String] {
+        self.rules.get(chain).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// The differences between two tables, as kproxy's rules must agree, or `None` if they
+/// agree: the same chains; the same rules in the same order in every chain but those for
+/// which `as_multiset(chain)` holds, which must hold the same rules in any order.
+pub fn table_differences(
+    a: &SavedTable,
+    b: &SavedTable,
+    as_multiset: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let mut out = String::new();
+    let names_a: Vec<&String> = a.chains.keys().collect();
+    let names_b: Vec<&String> = b.chains.keys().collect();
+    if names_a != names_b {
+        let _ = writeln!(
+            out,
+            "chains differ: only in the first {:?}, only in the second {:?}",
+            names_a
+                .iter()
+                .filter(|c| !b.chains.contains_key(**c))
+                .collect::<Vec<_>>(),
+            names_b
+                .iter()
+                .filter(|c| !a.chains.contains_key(**c))
+                .collect::<Vec<_>>()
+        );
+    }
+    let all: std::collections::BTreeSet<&String> = a.rules.keys().chain(b.rules.keys()).collect();
+    for chain in all {
+        let (ra, rb) = (a.chain(chain), b.chain(chain));
+        if as_multiset(chain) {
+            let (mut sa, mut sb) = (ra.to_vec(), rb.to_vec());
+            sa.sort();
+            sb.sort();
+            if sa != sb {
+                let _ = writeln!(
+                    out,
+                    "{chain} (any order) differs:\n  only in the first: {:?}\n  only in the second: {:?}",
+                    ra.iter().filter(|r| !rb.contains(r)).collect::<Vec<_>>(),
+                    rb.iter().filter(|r| !ra.contains(r)).collect::<Vec<_>>()
+                );
+            }
+        } else if ra != rb {
+            let _ = writeln!(
+                out,
+                "{chain} differs:\n  first:  {ra:#?}\n  second: {rb:#?}"
+            );
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// kproxy's top-level chains, whose rules are ordered by service only by chance: after
+/// delta syncs their order is not a full sync's (`KUBE-SERVICES`, `KUBE-NODEPORTS` and the
+/// filter chains with per-service rules).
+pub fn is_top_level_chain(chain: &str) -> bool {
+    matches!(
+        chain,
+        "KUBE-SERVICES" | "KUBE-NODEPORTS" | "KUBE-EXTERNAL-SERVICES" | "KUBE-PROXY-FIREWALL"
+    )
+}
+
+/// A small deterministic random number generator (SplitMix64) for reproducible random
+/// scenarios; the seed is printed by the tests that use it.
+#[derive(Clone, Debug)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// True with probability `1/n`.
+    pub fn one_in(&mut self, n: usize) -> bool {
+        self.below(n) == 0
+    }
+}
