@@ -44,9 +44,17 @@ pub enum Event {
     Node(Node),
     /// The source's initial list is complete: syncing may start.
     Synced,
-    /// The events sent so far make up revision `n` of the source's input (logged with each
-    /// sync, so operators and tests can tell what a sync included).
-    Revision(u64),
+    /// Revision `revision` of the source's input: these events, applied together (no sync
+    /// sees only part of them). The revision is logged with each sync, so operators and
+    /// tests can tell what a sync included.
+    Batch {
+        /// The revision they make.
+        revision: u64,
+        /// The object events.
+        events: Vec<Event>,
+    },
+    /// Internal: the end of a [`Event::Batch`].
+    BatchDone(u64),
     /// Stop the engine (rules stay in place).
     Shutdown,
 }
@@ -100,8 +108,19 @@ impl Engine {
             match events.recv_timeout(deadline.saturating_duration_since(now)) {
                 Ok(first) => {
                     // Take everything already queued: a burst becomes one sync.
-                    let mut batch = vec![first];
-                    batch.extend(events.try_iter());
+                    let mut batch = Vec::new();
+                    for ev in std::iter::once(first).chain(events.try_iter()) {
+                        match ev {
+                            Event::Batch {
+                                revision,
+                                events: inner,
+                            } => {
+                                batch.extend(inner);
+                                batch.push(Event::BatchDone(revision));
+                            }
+                            other => batch.push(other),
+                        }
+                    }
                     for ev in batch {
                         match ev {
                             Event::Shutdown => {
@@ -115,14 +134,9 @@ impl Engine {
                                 synced = true;
                                 pending = true;
                             }
-                            // A sync may have run between a revision's object events and
-                            // this marker: make sure one runs, and is logged, with it.
-                            Event::Revision(n) => {
-                                if n != revision {
-                                    revision = n;
-                                    pending = true;
-                                }
-                            }
+                            // The batch's events were applied just before: the next sync
+                            // includes them all.
+                            Event::BatchDone(n) => revision = n,
                             Event::Node(n) => {
                                 if self.apply_node(&n, node.as_ref()) {
                                     pending = true;

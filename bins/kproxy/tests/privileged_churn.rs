@@ -412,19 +412,11 @@ fn lone_change_reported_in_one_sync(backend_kind: &'static str) {
 }
 
 #[test]
-#[ignore = "bug: with a min sync period, a one-object change is synced at once but under the \
-            previous revision's label (the source's revision marker arrives after the engine \
-            started the sync); the marker then forces a second, empty sync a whole min sync \
-            period later, which is the first to report the revision"]
 fn lone_change_reported_in_one_sync_nft() {
     lone_change_reported_in_one_sync("nft");
 }
 
 #[test]
-#[ignore = "bug: with a min sync period, a one-object change is synced at once but under the \
-            previous revision's label (the source's revision marker arrives after the engine \
-            started the sync); the marker then forces a second, empty sync a whole min sync \
-            period later, which is the first to report the revision"]
 fn lone_change_reported_in_one_sync_legacy() {
     lone_change_reported_in_one_sync("legacy");
 }

@@ -110,10 +110,10 @@ pub fn spawn(
     if current.node.is_none() {
         warn!(node = %node_name, "no Node object for this node in the manifests");
     }
-    for ev in Snapshot::default().diff(&current) {
-        let _ = events.send(ev);
-    }
-    let _ = events.send(Event::Revision(0));
+    let _ = events.send(Event::Batch {
+        revision: 0,
+        events: Snapshot::default().diff(&current),
+    });
     let _ = events.send(Event::Synced);
     info!(
         path = %path.display(),
@@ -154,12 +154,11 @@ pub fn spawn(
                 }
                 revision += 1;
                 info!(changes = changes.len(), revision, "manifests changed");
-                for ev in changes {
-                    if events.send(ev).is_err() {
-                        return;
-                    }
-                }
-                if events.send(Event::Revision(revision)).is_err() {
+                let batch = Event::Batch {
+                    revision,
+                    events: changes,
+                };
+                if events.send(batch).is_err() {
                     return;
                 }
                 current = next;
