@@ -435,11 +435,25 @@ fn cleanup(backend_kind: &'static str) {
         m.service(svc);
         m.set_endpoints(&name, if i == 5 { vec![] } else { eps() });
     }
+    // And one Service whose only endpoint runs: traffic to check.
+    m.service(ServiceDef::cluster_ip(
+        "real",
+        &[svc_v4(60), svc_v6(60)],
+        80,
+        8080,
+    ))
+    .set_endpoints("real", pod_endpoints(&[&pod]));
     c.manifests = m;
     c.apply();
-    let vip = svc_v4(50);
-    let r = Probe::tcp(sock(vip, 80)).run(&client);
-    assert!(r.is_answered(), "{backend_kind}: before cleanup: {r}");
+    let vips = [svc_v4(60), svc_v6(60)];
+    for vip in vips {
+        let r = Probe::tcp(sock(vip, 80)).run(&client);
+        assert_eq!(
+            r.backend(),
+            Some("b0"),
+            "{backend_kind}: before cleanup: {r}"
+        );
+    }
     let ran = snapshot(&c, &tables);
     for ((v6, table), t) in &ran {
         if *table == "nat" {
@@ -501,10 +515,16 @@ fn cleanup(backend_kind: &'static str) {
         }
     }
     // The Service is gone from the kernel: its address leads nowhere.
-    let r = Probe::tcp(sock(vip, 80))
-        .with_timeout(Duration::from_millis(500))
-        .run(&client);
-    assert_eq!(r, ProbeResult::Timeout, "{backend_kind}: after cleanup");
+    for vip in vips {
+        let r = Probe::tcp(sock(vip, 80))
+            .with_timeout(Duration::from_millis(500))
+            .run(&client);
+        assert_eq!(
+            r,
+            ProbeResult::Timeout,
+            "{backend_kind} {vip}: after cleanup"
+        );
+    }
 }
 
 #[test]
