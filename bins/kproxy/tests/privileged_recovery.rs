@@ -109,7 +109,7 @@ fn assert_same(what: &str, before: &Snapshot, after: &Snapshot, c: &Cluster) {
     }
 }
 
-/// A probe loop with the outcome it should have (a backend's name, or a [`keys`] key).
+/// A probe loop on one Service and family, with the outcome each probe should have.
 struct Watch {
     what: String,
     /// Which Service (WEB, API, EMPTY).
