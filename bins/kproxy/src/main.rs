@@ -44,6 +44,7 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[command(args_override_self = true)]
 enum Command {
     /// Run the node daemon.
     Run(run::RunArgs),

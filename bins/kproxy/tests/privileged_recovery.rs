@@ -292,21 +292,11 @@ fn nat_flush_recovers_legacy() {
 }
 
 #[test]
-#[ignore = "bug: after `iptables -t nat -F; iptables -t nat -X` the daemon never resyncs (until \
-            the hourly full sync): its flush check `iptables -C PREROUTING ... -j \
-            KUBE-SERVICES` exits with status 2 when KUBE-SERVICES no longer exists, which \
-            Proxier::tables_flushed reports as an error (logged at debug level) rather than \
-            as a flush, and the mangle canary is still there"]
 fn nat_flush_and_delete_recovers_nft() {
     flush_recovers("nft", Flush::NatAndChains);
 }
 
 #[test]
-#[ignore = "bug: after `iptables -t nat -F; iptables -t nat -X` the daemon never resyncs (until \
-            the hourly full sync): its flush check `iptables -C PREROUTING ... -j \
-            KUBE-SERVICES` exits with status 2 when KUBE-SERVICES no longer exists, which \
-            Proxier::tables_flushed reports as an error (logged at debug level) rather than \
-            as a flush, and the mangle canary is still there"]
 fn nat_flush_and_delete_recovers_legacy() {
     flush_recovers("legacy", Flush::NatAndChains);
 }
@@ -322,21 +312,11 @@ fn filter_flush_recovers_legacy() {
 }
 
 #[test]
-#[ignore = "bug: after `iptables -F; iptables -X` the daemon never resyncs (until the hourly \
-            full sync): its flush check `iptables -C FORWARD ... -j KUBE-FORWARD` exits with \
-            status 2 when KUBE-FORWARD no longer exists, which Proxier::tables_flushed reports \
-            as an error (\"flush check failed\", debug level) rather than as a flush, and the \
-            mangle canary is still there"]
 fn filter_flush_and_delete_recovers_nft() {
     flush_recovers("nft", Flush::FilterAndChains);
 }
 
 #[test]
-#[ignore = "bug: after `iptables -F; iptables -X` the daemon never resyncs (until the hourly \
-            full sync): its flush check `iptables -C FORWARD ... -j KUBE-FORWARD` exits with \
-            status 2 when KUBE-FORWARD no longer exists, which Proxier::tables_flushed reports \
-            as an error (\"flush check failed\", debug level) rather than as a flush, and the \
-            mangle canary is still there"]
 fn filter_flush_and_delete_recovers_legacy() {
     flush_recovers("legacy", Flush::FilterAndChains);
 }

@@ -427,9 +427,11 @@ impl Proxier {
             ),
         ];
         for (table, from, comment, to) in checks {
-            if !self
-                .iptables
-                .rule_exists(table, from, &jump_args(&[], comment, to))?
+            // A deleted target chain (`iptables -X`) makes `-C` fail outright: check it first.
+            if !self.iptables.chain_exists(table, to)?
+                || !self
+                    .iptables
+                    .rule_exists(table, from, &jump_args(&[], comment, to))?
             {
                 return Ok(true);
             }
