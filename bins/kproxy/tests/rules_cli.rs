@@ -160,3 +160,35 @@ fn invalid_configuration_names_the_field_and_fails() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn repeated_flags_behave_as_in_kube_proxy() {
+    // pflag: a scalar flag given twice takes the last value; a list flag accumulates.
+    let mut args = example_args();
+    args.extend(
+        [
+            "--iptables-masquerade-bit=40",
+            "--iptables-masquerade-bit=15",
+            "--nodeport-addresses=127.0.0.0/8",
+            "--nodeport-addresses=192.168.49.0/24",
+            "--node-addresses=127.0.0.1/8,192.168.49.2/24,10.9.9.9/32",
+            "--ip-family=ipv4",
+        ]
+        .map(String::from),
+    );
+    let out = kproxy().args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("-A KUBE-MARK-MASQ -j MARK --or-mark 0x00008000\n"));
+    let last = "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\"";
+    assert!(
+        text.contains(&format!("{last} -d 127.0.0.1 -j KUBE-NODEPORTS\n")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{last} -d 192.168.49.2 -j KUBE-NODEPORTS\n")));
+    assert!(!text.contains(&format!("{last} -d 10.9.9.9")));
+}
