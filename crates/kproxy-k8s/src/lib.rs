@@ -12,8 +12,7 @@
 //!
 //! # What it does not do
 //!
-//! Talk to an API server (the watch source will live here later), or decide anything a
-//! proxier decides: which service ports a family programs and which endpoints they use is
+//! Decide anything a proxier decides: which service ports a family programs and which endpoints they use is
 //! [`kproxy_model`]'s job.
 //!
 //! # Layout
@@ -24,6 +23,10 @@
 //!   [`manifests::Manifests`].
 //! - [`Warning`] and [`ObjectRef`]: what was skipped or corrected, and where.
 //! - [`Error`]: input that cannot be read at all.
+//! - `watch` (feature `watch`, on by default): the API server source, which watches
+//!   Services, EndpointSlices and this node's Node with kube-rs and sends what changed,
+//!   converted, re-lists and outages included. Without the feature the crate does not
+//!   depend on kube (the fuzz targets and model-only users build it so).
 //!
 //! # Example
 //!
@@ -79,6 +82,8 @@ pub mod convert;
 mod error;
 pub mod manifests;
 mod warning;
+#[cfg(feature = "watch")]
+pub mod watch;
 
 pub use error::Error;
 pub use warning::{ObjectRef, Warning};
