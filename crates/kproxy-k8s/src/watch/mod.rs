@@ -5,7 +5,7 @@
 //! kube-proxy's informers correspond to:
 //!
 //! - `v1` Services and `discovery.k8s.io/v1` EndpointSlices in all namespaces, with
-//!   kube-proxy's label selector [`PROXIED_LABEL_SELECTOR`](crate::convert::PROXIED_LABEL_SELECTOR)
+//!   kube-proxy's label selector [`PROXIED_LABEL_SELECTOR`]
 //!   (objects labelled `service.kubernetes.io/service-proxy-name` or
 //!   `service.kubernetes.io/headless` are never seen);
 //! - `v1` Nodes with the field selector `metadata.name=<node>`.
@@ -188,11 +188,14 @@ pub enum Error {
     Client(#[source] kube::Error),
 }
 
-/// One watcher's event, tagged with its kind.
+/// One watcher's item (boxed: the objects are large and of very different sizes).
+type Item<K> = Box<Result<watcher::Event<K>, watcher::Error>>;
+
+/// One watcher's item, tagged with its kind.
 enum Raw {
-    Service(Result<watcher::Event<core::Service>, watcher::Error>),
-    Slice(Result<watcher::Event<discovery::EndpointSlice>, watcher::Error>),
-    Node(Result<watcher::Event<core::Node>, watcher::Error>),
+    Service(Item<core::Service>),
+    Slice(Item<discovery::EndpointSlice>),
+    Node(Item<core::Node>),
 }
 
 /// Logs a watcher error: the watcher retries by itself, after a backoff.
@@ -213,16 +216,16 @@ pub async fn run(client: Client, node_name: &str, mut sink: impl Sink) {
     let labels = watcher::Config::default().labels(PROXIED_LABEL_SELECTOR);
     let services = watcher(Api::<core::Service>::all(client.clone()), labels.clone())
         .default_backoff()
-        .map(Raw::Service);
+        .map(|r| Raw::Service(Box::new(r)));
     let slices = watcher(Api::<discovery::EndpointSlice>::all(client.clone()), labels)
         .default_backoff()
-        .map(Raw::Slice);
+        .map(|r| Raw::Slice(Box::new(r)));
     let nodes = watcher(
         Api::<core::Node>::all(client),
         watcher::Config::default().fields(&format!("metadata.name={node_name}")),
     )
     .default_backoff()
-    .map(Raw::Node);
+    .map(|r| Raw::Node(Box::new(r)));
     let events = futures::stream::select(services, futures::stream::select(slices, nodes));
     let mut events = std::pin::pin!(events);
 
@@ -237,12 +240,18 @@ pub async fn run(client: Client, node_name: &str, mut sink: impl Sink) {
     while let Some(raw) = events.next().await {
         let mut batch = Vec::new();
         match raw {
-            Raw::Service(Ok(ev)) => services.handle(ev, &mut batch),
-            Raw::Slice(Ok(ev)) => slices.handle(ev, &mut batch),
-            Raw::Node(Ok(ev)) => node.handle(ev, &mut batch),
-            Raw::Service(Err(e)) => log_error("Service", &e),
-            Raw::Slice(Err(e)) => log_error("EndpointSlice", &e),
-            Raw::Node(Err(e)) => log_error("Node", &e),
+            Raw::Service(r) => match *r {
+                Ok(ev) => services.handle(ev, &mut batch),
+                Err(e) => log_error("Service", &e),
+            },
+            Raw::Slice(r) => match *r {
+                Ok(ev) => slices.handle(ev, &mut batch),
+                Err(e) => log_error("EndpointSlice", &e),
+            },
+            Raw::Node(r) => match *r {
+                Ok(ev) => node.handle(ev, &mut batch),
+                Err(e) => log_error("Node", &e),
+            },
         }
         if !synced && services.listed() && slices.listed() && node.listed() {
             synced = true;
