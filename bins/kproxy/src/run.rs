@@ -10,7 +10,7 @@ use kproxy_iptables::{Backend, Iptables, Proxier, ProxierOptions};
 use kproxy_model::{ChangeTracker, IpFamily, Node};
 use tracing::{info, warn};
 
-use crate::config::{KubeProxyConfiguration, ProxyMode};
+use crate::config::{KubeProxyConfiguration, LocalMode, ProxyMode};
 use crate::engine::{self, Engine, Event, FamilyProxier};
 use crate::flags::ProxyFlags;
 use crate::metrics::Metrics;
@@ -20,7 +20,8 @@ use crate::setup::{self, HostFacts};
 #[derive(Debug, Args, Default)]
 pub struct RunArgs {
     /// Kubernetes manifests to serve instead of a cluster: a file or a directory, re-read
-    /// when it changes (replace files atomically).
+    /// when it changes (replace files atomically). Without it, kproxy watches the API
+    /// server (in-cluster configuration, `--kubeconfig` or `--master`).
     #[arg(long, value_name = "PATH")]
     pub source: Option<PathBuf>,
 
@@ -84,25 +85,47 @@ pub fn run(args: RunArgs) -> Result<()> {
         info!("initialization done (--init-only)");
         return Ok(());
     }
-    let Some(source) = args.source.clone() else {
-        bail!("no source: give --source PATH (the Kubernetes API source is not built yet)");
-    };
     let node_name = setup::node_name(&cfg);
     let backend = args.iptables_backend.unwrap_or_else(Backend::detect);
     info!(node = %node_name, %backend, "starting kproxy (iptables mode)");
 
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (tx, rx) = engine::channel();
+
     // The node as the source knows it, for IPs, zone and pod CIDRs.
-    let manifests = kproxy_k8s::manifests::load_path(&source)
-        .with_context(|| format!("reading {}", source.display()))?;
-    let node = manifests
-        .nodes
-        .iter()
-        .find(|n| n.name == node_name)
-        .cloned()
-        .unwrap_or_else(|| Node {
-            name: node_name.clone(),
-            ..Node::default()
-        });
+    let node = match &args.source {
+        Some(source) => {
+            let manifests = kproxy_k8s::manifests::load_path(source)
+                .with_context(|| format!("reading {}", source.display()))?;
+            manifests.nodes.into_iter().find(|n| n.name == node_name)
+        }
+        // No manifests: the API server. Its events wait in the channel for the engine.
+        None => {
+            let settings = crate::source::kube::settings(&cfg, args.flags.master.as_deref());
+            let started =
+                crate::source::kube::spawn(&runtime, &settings, node_name.clone(), tx.clone())?;
+            let need_cidrs = matches!(cfg.detect_local_mode, LocalMode::NodeCidr);
+            let wait = if need_cidrs {
+                crate::source::kube::POD_CIDR_WAIT
+            } else {
+                crate::source::kube::NODE_WAIT
+            };
+            let node = started.wait_for_node(&node_name, wait, |n| {
+                !need_cidrs || !n.pod_cidrs.is_empty()
+            });
+            if node.is_none() {
+                warn!(node = %node_name, "no Node object from the API server in time: going on without the node's IPs, zone and pod CIDRs");
+            }
+            node
+        }
+    }
+    .unwrap_or_else(|| Node {
+        name: node_name.clone(),
+        ..Node::default()
+    });
 
     let host = HostFacts::detect();
     let mut families = Vec::new();
@@ -128,10 +151,6 @@ pub fn run(args: RunArgs) -> Result<()> {
         });
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     let (sync_period, min_sync_period) = cfg.sync_periods();
     let health = ProxyHealthServer::new(2 * sync_period);
     let metrics = Metrics::new();
@@ -148,7 +167,6 @@ pub fn run(args: RunArgs) -> Result<()> {
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     runtime.block_on(start_http_servers(&cfg, &health, &metrics, shutdown_rx))?;
 
-    let (tx, rx) = engine::channel();
     let engine = Engine {
         families,
         min_sync_period,
@@ -161,7 +179,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     let engine_thread = std::thread::Builder::new()
         .name("sync".into())
         .spawn(move || engine.run(rx))?;
-    let _source = crate::source::file::spawn(source, node_name, tx.clone())?;
+    let _source = match args.source {
+        Some(source) => Some(crate::source::file::spawn(source, node_name, tx.clone())?),
+        None => None,
+    };
 
     runtime.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};

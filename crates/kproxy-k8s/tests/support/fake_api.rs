@@ -152,6 +152,8 @@ struct State {
     expire_next_continue: bool,
     held: HashSet<Res>,
     down: bool,
+    /// Whether the port is open (the accept loop's view).
+    listening: bool,
     conns: Vec<tokio::task::AbortHandle>,
 }
 
@@ -171,6 +173,8 @@ impl FakeApi {
     pub fn start() -> FakeApi {
         let state = Arc::new(Mutex::new(State {
             rv: 100,
+            // The listener is bound before `start` returns.
+            listening: true,
             ..State::default()
         }));
         let (down_tx, down_rx) = watch::channel(false);
@@ -357,16 +361,15 @@ impl FakeApi {
             }
         }
         self.down_tx.send_replace(down);
-        if !down {
-            // Wait until the port accepts again.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while std::net::TcpStream::connect(self.addr).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "fake API server did not come back"
-                );
-                std::thread::sleep(Duration::from_millis(10));
-            }
+        // Wait until the port is closed or open again. (Not by connecting: the caller's
+        // thread may be in another network namespace than the server.)
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.lock().listening == down {
+            assert!(
+                Instant::now() < deadline,
+                "fake API server did not go down/up"
+            );
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -485,12 +488,14 @@ async fn accept_loop(
                 let _ = down.wait_for(|d| !*d).await;
                 // The port was ours a moment ago: rebinding it only races TIME_WAIT, which
                 // SO_REUSEADDR (set by Tokio) allows.
-                loop {
+                let l = loop {
                     match tokio::net::TcpListener::bind(addr).await {
                         Ok(l) => break l,
                         Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                     }
-                }
+                };
+                state.lock().unwrap().listening = true;
+                l
             }
         };
         loop {
@@ -519,6 +524,7 @@ async fn accept_loop(
             }
         }
         drop(l);
+        state.lock().unwrap().listening = false;
     }
 }
 
