@@ -104,10 +104,12 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
             int_digits.parse().map_err(|_| out_of_range())?
         };
         let mut term = int.checked_mul(unit_nanos).ok_or_else(out_of_range)?;
-        // Like Go, digits of the fraction beyond what can matter are dropped.
+        // Like Go, digits of the fraction beyond what can matter are dropped: 18 digits
+        // keep `frac * unit_nanos` (< 10^18 * 3.6 * 10^12) far from overflowing u128,
+        // and are far finer than a nanosecond of the largest unit.
         let mut frac: u128 = 0;
         let mut scale: u128 = 1;
-        for d in frac_digits.bytes().take(30) {
+        for d in frac_digits.bytes().take(18) {
             frac = frac * 10 + u128::from(d - b'0');
             scale *= 10;
         }
@@ -311,6 +313,20 @@ mod tests {
             parse("-1s").unwrap_err().to_string(),
             "negative duration \"-1s\": must be greater than or equal to 0"
         );
+    }
+
+    #[test]
+    fn long_fractions_do_not_overflow() {
+        // Found by the kube_proxy_config fuzz target: a long fraction of hours.
+        assert_eq!(
+            parse("1.666666666666666666666666666666666h"),
+            Ok(Duration::from_nanos(5_999_999_999_999))
+        );
+        assert_eq!(
+            parse("0.999999999999999999999999999999999999999999h"),
+            Ok(Duration::from_nanos(3_599_999_999_999))
+        );
+        assert!(parse("666666666.666666666666666666666666664256666666425333s3333332h").is_err());
     }
 
     #[test]
