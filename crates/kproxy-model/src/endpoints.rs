@@ -10,7 +10,7 @@ use crate::types::{IpFamily, Protocol};
 
 /// An EndpointSlice as kproxy needs it: the fields of a `discovery.k8s.io/v1` EndpointSlice
 /// that influence proxying, already validated and parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EndpointSlice {
     /// `metadata.namespace`.
     pub namespace: String,

@@ -8,7 +8,7 @@ use crate::selection::NodeTopology;
 use crate::types::IpFamily;
 
 /// What a proxier uses from its own Node object.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Node {
     /// `metadata.name`.
     pub name: String,

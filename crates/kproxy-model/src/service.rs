@@ -14,7 +14,7 @@ use crate::types::{
 ///
 /// This type covers both IP families; [`ServicePortInfo::from_service`] derives what one
 /// family's proxier sees.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Service {
     /// `metadata.namespace`.
     pub namespace: String,

@@ -2,6 +2,7 @@
 //! there to what the API server says now.
 
 use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
@@ -21,7 +22,7 @@ pub(crate) trait Kind {
     /// The Kubernetes type.
     type Object;
     /// The model type.
-    type Model: PartialEq + Clone;
+    type Model: Hash;
     /// `Service`, `EndpointSlice`, `Node` (for logs).
     const NAME: &'static str;
     /// The object's key.
@@ -103,11 +104,30 @@ impl Kind for Nodes {
     }
 }
 
+/// A 128-bit fingerprint of a model value: what the store keeps of what it sent, instead
+/// of a second copy of every object (the consumer has the first). Two different values
+/// get the same fingerprint with a probability of about 2^-128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fingerprint(u64, u64);
+
+impl Fingerprint {
+    fn of(model: &impl Hash) -> Fingerprint {
+        // Two SipHash-1-3 runs, the second over a different stream (a prefix), so the halves
+        // are independent.
+        let mut a = DefaultHasher::new();
+        model.hash(&mut a);
+        let mut b = DefaultHasher::new();
+        0x6b70_726f_7879_u64.hash(&mut b);
+        model.hash(&mut b);
+        Fingerprint(a.finish(), b.finish())
+    }
+}
+
 /// The state of one kind: what was last sent per key, the warnings last logged per key,
 /// and the re-list being collected.
 pub(crate) struct Store<K: Kind> {
-    /// The last model value sent for each key.
-    sent: BTreeMap<Key, K::Model>,
+    /// The fingerprint of the last model value sent for each key.
+    sent: BTreeMap<Key, Fingerprint>,
     /// The warnings last logged for each key (logged again only when they change).
     warned: BTreeMap<Key, Vec<Warning>>,
     /// Between `Init` and `InitDone`: every listed object, converted (`None`: listed but
@@ -166,8 +186,9 @@ impl<K: Kind> Store<K> {
     fn set(&mut self, key: Key, model: Option<K::Model>, out: &mut Vec<WatchEvent>) {
         match model {
             Some(m) => {
-                if self.sent.get(&key) != Some(&m) {
-                    self.sent.insert(key, m.clone());
+                let fingerprint = Fingerprint::of(&m);
+                if self.sent.get(&key) != Some(&fingerprint) {
+                    self.sent.insert(key, fingerprint);
                     out.push(K::applied(m));
                 }
             }
