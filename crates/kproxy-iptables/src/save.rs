@@ -171,6 +171,14 @@ impl Table {
 
 /// Parses `iptables-save` output or `iptables-restore` input.
 pub fn parse(text: &str) -> Result<Ruleset, ParseError> {
+    parse_rules_of(text, |_| true)
+}
+
+/// Like [`parse`], but keeps only the rules of the chains `keep` accepts (every chain line
+/// is kept); the other rule lines are skipped without being split into arguments, or
+/// checked. A full sync needs the rules of the built-in chains only, and at 10k Services
+/// the others are hundreds of thousands of lines.
+pub fn parse_rules_of(text: &str, keep: impl Fn(&str) -> bool) -> Result<Ruleset, ParseError> {
     let mut ruleset = Ruleset::default();
     let mut current: Option<Table> = None;
     for (i, raw) in text.lines().enumerate() {
@@ -215,6 +223,13 @@ pub fn parse(text: &str) -> Result<Ruleset, ParseError> {
                 name: name.to_owned(),
                 policy: (policy != "-").then(|| policy.to_owned()),
             });
+            continue;
+        }
+        if line
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|chain| !keep(chain))
+        {
             continue;
         }
         let words = split_args(line).map_err(|r| err(&r))?;
@@ -317,6 +332,23 @@ mod tests {
             rules[0].to_string(),
             "-A KUBE-TEST -m comment --comment \"say \\\"hi\\\"\" -m statistic --mode random --probability 0.50000000000 -j RETURN"
         );
+    }
+
+    #[test]
+    fn parses_only_the_rules_asked_for() {
+        let text = "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-A - [0:0]\n:KUBE-B - [0:0]\n\
+            -A PREROUTING -j KUBE-A\n-A KUBE-A -m comment --comment \"x y\" -j KUBE-B\n\
+            -A KUBE-B -j RETURN\nCOMMIT\n";
+        let all = parse(text).unwrap();
+        let some = parse_rules_of(text, |c| !c.starts_with("KUBE-")).unwrap();
+        let (all, some) = (all.table("nat").unwrap(), some.table("nat").unwrap());
+        assert_eq!(some.chains, all.chains);
+        assert_eq!(some.rules_of("PREROUTING"), all.rules_of("PREROUTING"));
+        assert_eq!(all.rules_of("KUBE-A").len(), 1);
+        assert!(some.rules_of("KUBE-A").is_empty() && some.rules_of("KUBE-B").is_empty());
+        // A skipped line is not checked; a kept one still is.
+        assert!(parse_rules_of("*nat\n-A KUBE-A \"open\nCOMMIT\n", |c| c == "X").is_ok());
+        assert!(parse_rules_of("*nat\n-A X \"open\nCOMMIT\n", |c| c == "X").is_err());
     }
 
     #[test]
