@@ -12,7 +12,7 @@
 //! API server and watch → the sync engine; compiling; the restore tool).
 //!
 //! `KPROXY_BENCH_CASES=legacy:10000,nft:2000` (backend:services, the default),
-//! `KPROXY_BENCH_CHANGES=1000` (default), `KPROXY_BENCH_IDLE_SECS=30` (default).
+//! `KPROXY_BENCH_CHANGES=1000` (default), `KPROXY_BENCH_IDLE_SECS=60` (default).
 //! The daemon runs with `--iptables-min-sync-period=0s`: the bench measures the pipeline, not
 //! the rate limit (with the default 1 s a lone change is applied at once too; only a second
 //! change within a second of a sync waits).
@@ -190,7 +190,8 @@ fn run_case(backend: &str, services: usize, changes: usize, idle: Duration) -> O
             "--cluster-cidr=10.0.0.0/8",
             &format!("--iptables-backend={backend}"),
             "--iptables-min-sync-period=0s",
-            "--iptables-sync-period=1h",
+            // The default: every 30 s the daemon checks that its rules are still there.
+            "--iptables-sync-period=30s",
         ])
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -342,7 +343,7 @@ fn main() {
         std::env::var("KPROXY_BENCH_IDLE_SECS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(if quick { 2 } else { 30 }),
+            .unwrap_or(if quick { 2 } else { 60 }),
     );
     let mut outcomes = Vec::new();
     for case in cases.split(',') {
